@@ -1,0 +1,40 @@
+"""User errors and the way binaries report them.
+
+Library code raises `UserError` (or a subclass) with one sentence that names the bad value and what is
+allowed. Binaries run through `run_main`, which prints that sentence without a traceback and exits with
+status 2 (absl's `--verbose` flag, or PCNAS_VERBOSE=1, shows the traceback too).
+"""
+
+import os
+import sys
+import traceback
+
+from absl import app
+from absl import flags
+
+flags.DEFINE_boolean("verbose", False, "Show tracebacks of user errors.")
+
+
+class UserError(ValueError):
+  """A mistake a user can make and fix: a bad flag, file, budget or data set."""
+
+
+def report(error: BaseException) -> None:
+  """Prints a user error as one line to stderr (with the traceback when verbose)."""
+  verbose = os.environ.get("PCNAS_VERBOSE") == "1" or (flags.FLAGS.is_parsed() and flags.FLAGS.verbose)
+  if verbose:
+    traceback.print_exception(error)
+  print(f"error: {error}", file=sys.stderr)
+
+
+def run_main(main) -> None:
+  """`absl.app.run(main)` with user errors reported in one sentence and exit status 2."""
+
+  def guarded(argv):
+    try:
+      return main(argv)
+    except UserError as error:
+      report(error)
+      sys.exit(2)
+
+  app.run(guarded)

@@ -1,0 +1,91 @@
+"""The supergraph: L mixed operators whose choice comes in as a path tensor (paper section 3.2).
+
+`Supergraph(space, input_shape, num_classes)(images, path, training)` runs only the selected operator of
+each mixop: each mixop is a `tf.switch_case` on its entry of `path`, so one traced graph serves every
+architecture and a step costs what the chosen architecture costs.
+"""
+
+import functools
+
+import keras
+import tensorflow as tf
+
+from pcnas_tf import ops
+
+
+class MixOp(keras.layers.Layer):
+  """One mixed operator: N candidate operators, of which `choice` runs."""
+
+  def __init__(self, candidates, **kwargs):
+    super().__init__(**kwargs)
+    self.candidates = list(candidates)
+
+  def call(self, x, choice, training=False):
+    if len(self.candidates) == 1:
+      return self.candidates[0](x, training=training)
+    branches = [functools.partial(op, x, training=training) for op in self.candidates]
+    return tf.switch_case(choice, branches)
+
+
+class Supergraph(keras.Model):
+  """The weight-sharing network of a search space.
+
+  Args:
+    space: the `SearchSpace`.
+    input_shape: (height, width, channels) of the images.
+    num_classes: classifier outputs.
+    se: add squeeze-and-excitation to every operator.
+  """
+
+  def __init__(self, space, input_shape, num_classes, se=False, **kwargs):
+    super().__init__(**kwargs)
+    self.space = space
+    self.image_shape = tuple(input_shape)
+    self.num_classes = num_classes
+    self.se = se
+    self.stem = ops.stem_layer(space)
+    self.first_op = ops.first_op_layer(space, se)
+    self.mixops = [
+        MixOp([ops.candidate_layer(space, index, op, se) for op in layer.choices],
+              name=f"mixop_{index:02d}")
+        for index, layer in enumerate(space.layers)]
+    self.head = ops.head_layer(space, num_classes)
+    self._build_every_candidate()
+
+  def _build_every_candidate(self):
+    # Variables cannot be created inside the branches of a traced switch_case, so every candidate is
+    # built here, eagerly, on one zero image.
+    x = self._stem(tf.zeros((1,) + self.image_shape), training=False)
+    for mixop in self.mixops:
+      outputs = [op(x, training=False) for op in mixop.candidates]
+      x = outputs[0]
+    self.head(x, training=False)
+    self.built = True
+
+  def _stem(self, images, training):
+    x = self.stem(images, training=training)
+    return self.first_op(x, training=training) if self.first_op is not None else x
+
+  def call(self, images, path, training=False):
+    return self.head(self.features(images, path, training=training), training=training)
+
+  def features(self, images, path, training=False, start=0, stop=None, x=None):
+    """Runs mixops `start..stop-1` on `x` (or on the stem's output of `images` when start is 0)."""
+    if start == 0:
+      x = self._stem(images, training)
+    stop = len(self.mixops) if stop is None else stop
+    for index in range(start, stop):
+      x = self.mixops[index](x, path[index], training=training)
+    return x
+
+  def shared_layers(self):
+    """The layers every path uses: stem, fixed first operator, head."""
+    return [layer for layer in (self.stem, self.first_op, self.head) if layer is not None]
+
+  def candidate(self, index, choice):
+    """The operator layer for `choice` at mixop `index`."""
+    return self.mixops[index].candidates[choice]
+
+  def get_config(self):
+    return {"space": self.space.to_json(), "input_shape": self.image_shape,
+            "num_classes": self.num_classes, "se": self.se}
