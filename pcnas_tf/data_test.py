@@ -1,0 +1,373 @@
+"""Tests of the data module on a 300-image slice of Debian's Fashion-MNIST and tiny image folders."""
+
+import gzip
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pcnas_tf import data
+from pcnas_tf import fashion_mnist
+from pcnas_tf import space
+
+NUM_TRAIN, NUM_TEST, NUM_VALIDATION = 300, 100, 50
+
+
+def write_idx(path, array):
+  magic = 0x800 + array.ndim
+  header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_fashion_slice(directory, labels_offset=0):
+  """The first images of each real split, as IDX files like Debian's; returns the train images."""
+  os.makedirs(directory, exist_ok=True)
+  train_images = None
+  for split, count in (("train", NUM_TRAIN), ("test", NUM_TEST)):
+    images, labels = fashion_mnist.read_split(data.DEBIAN_FASHION_MNIST, split)
+    images_file, labels_file = fashion_mnist.FILES[split]
+    write_idx(os.path.join(directory, images_file), images[:count, ..., 0])
+    write_idx(os.path.join(directory, labels_file), labels[:count] + labels_offset)
+    train_images = images[:NUM_TRAIN] if split == "train" else train_images
+  return train_images
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+  """(config, the slice's train images): a prepared 300 + 100 image Fashion-MNIST."""
+  if not os.path.exists(data.DEBIAN_FASHION_MNIST):
+    pytest.skip("Debian's dataset-fashion-mnist is not installed (`make setup` installs it).")
+  root = tmp_path_factory.mktemp("fashion")
+  train_images = write_fashion_slice(str(root / "idx"))
+  config = data.DataConfig(data_dir=str(root / "tfds"), idx_dir=str(root / "idx"),
+                           validation=NUM_VALIDATION, channels=1)
+  fashion_mnist.prepare(config.data_dir, config.idx_dir)
+  return config, train_images
+
+
+def images_of(dataset):
+  return [image.tobytes() for image, _ in dataset.as_numpy_iterator()]
+
+
+def write_png(path, image):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tf.io.write_file(path, tf.io.encode_png(image))
+
+
+def image_folder(root, side=8, channels=3, per_class=6, classes=("cat", "dog")):
+  """root/{train,test}/<class>/<i>.png, every image different (its pixels encode its index)."""
+  for split in ("train", "test"):
+    for label, name in enumerate(classes):
+      for index in range(per_class):
+        value = 10 * label + index + (100 if split == "test" else 0)
+        image = np.full((side, side, channels), value, np.uint8)
+        image[0, 0] = 255 - value  # Asymmetric, so a flip shows.
+        write_png(os.path.join(root, split, name, f"{index}.png"), image)
+  return str(root)
+
+
+# Fashion-MNIST ---------------------------------------------------------------------------------------
+
+
+def test_preparation_is_cached_and_never_rereads_the_idx_files(fashion):
+  config, _ = fashion
+  builder = fashion_mnist.prepare(config.data_dir, idx_dir="/nonexistent")
+  assert builder.info.splits["train"].num_examples == NUM_TRAIN
+  assert builder.info.splits["test"].num_examples == NUM_TEST
+
+
+def test_load_counts_and_native_shape(fashion):
+  config, _ = fashion
+  splits = data.load(config)
+  assert (splits.num_train, splits.num_validation, splits.num_test) == (250, 50, 100)
+  assert splits.num_classes == 10
+  assert splits.image_shape == (28, 28, 1) and splits.small_images
+
+
+def test_carve_out_is_disjoint_and_covers_the_train_split(fashion):
+  config, train_images = fashion
+  splits = data.load(config)
+  train, validation = images_of(splits.train), images_of(splits.validation)
+  assert len(train) == NUM_TRAIN - NUM_VALIDATION and len(validation) == NUM_VALIDATION
+  assert not set(train) & set(validation)
+  assert set(train) | set(validation) == {image.tobytes() for image in train_images}
+
+
+def test_carve_out_depends_only_on_the_seed(fashion):
+  config, _ = fashion
+  first = set(images_of(data.load(config).validation))
+  again = set(images_of(data.load(config).validation))
+  other = set(images_of(data.load(data.DataConfig(**{**config.__dict__, "seed": 1})).validation))
+  assert first == again
+  assert first != other
+
+
+def test_validation_fraction_of_the_train_split(fashion):
+  config, _ = fashion
+  splits = data.load(data.DataConfig(**{**config.__dict__, "validation": 0.1}))
+  assert (splits.num_train, splits.num_validation) == (270, 30)
+
+
+@pytest.mark.parametrize("validation", [NUM_TRAIN, NUM_TRAIN + 1, 0.999])
+def test_carve_out_as_large_as_the_train_split_is_an_error(fashion, validation):
+  config, _ = fashion
+  with pytest.raises(data.DataError, match="Validation carve-out"):
+    data.load(data.DataConfig(**{**config.__dict__, "validation": validation}))
+
+
+@pytest.mark.parametrize("validation", [0, -5, 0.0, 1.0, -0.1])
+def test_carve_out_of_nothing_is_an_error(validation):
+  with pytest.raises(data.DataError, match="Validation"):
+    data.DataConfig(validation=validation)
+
+
+def test_labels_outside_the_class_range_are_an_error(tmp_path):
+  if not os.path.exists(data.DEBIAN_FASHION_MNIST):
+    pytest.skip("Debian's dataset-fashion-mnist is not installed.")
+  write_fashion_slice(str(tmp_path / "idx"), labels_offset=1)  # Labels 1..10; 10 is out of range.
+  with pytest.raises(data.DataError, match=r"Label 10 .* outside the class range 0..9"):
+    fashion_mnist.prepare(str(tmp_path / "tfds"), str(tmp_path / "idx"))
+
+
+def test_missing_idx_files_name_the_file(tmp_path):
+  with pytest.raises(data.DataError, match="Cannot read IDX file .*train-images"):
+    data.load(data.DataConfig(data_dir=str(tmp_path), idx_dir=str(tmp_path / "missing")))
+
+
+def test_unwritable_data_directory_is_an_error(fashion, tmp_path):
+  (tmp_path / "file").write_text("")
+  with pytest.raises(data.DataError, match=f"Cannot prepare Fashion-MNIST in data directory {tmp_path}"):
+    data.load(data.DataConfig(data_dir=str(tmp_path / "file" / "tfds"), idx_dir=fashion[0].idx_dir))
+
+
+def test_resolution_below_the_total_stride_is_an_error(fashion):
+  config, _ = fashion
+  stride = space.macro_space(0.25).total_stride
+  with pytest.raises(data.DataError, match=f"Resolution 4 is smaller .* total stride {stride}"):
+    data.load(data.DataConfig(**{**config.__dict__, "resolution": 4}), min_resolution=stride)
+
+
+# Pipelines -------------------------------------------------------------------------------------------
+
+
+def rgb_config(config, **changes):
+  return data.DataConfig(**{**config.__dict__, "channels": 3, "resolution": 32, **changes})
+
+
+def test_train_batches_are_rgb_normalised_float32(fashion):
+  config = rgb_config(fashion[0])
+  splits = data.load(config, min_resolution=8)
+  images, labels = next(iter(data.train_pipeline(splits, config, 16)))
+  assert images.shape == (16, 32, 32, 3) and images.dtype == tf.float32
+  assert labels.shape == (16,) and labels.dtype == tf.int32
+  assert -1.0 <= float(tf.reduce_min(images)) < float(tf.reduce_max(images)) <= 1.0
+  assert np.all((labels.numpy() >= 0) & (labels.numpy() < 10))
+  # Grey images repeated to RGB: the three channels are equal.
+  np.testing.assert_array_equal(images[..., 0], images[..., 2])
+
+
+def test_deterministic_pipelines_repeat_their_batches_and_follow_the_seed(fashion):
+  config = rgb_config(fashion[0], deterministic=True)
+  splits = data.load(config)
+
+  def first_batches(config):
+    return [images.numpy() for images, _ in data.train_pipeline(splits, config, 32).take(3)]
+
+  first, again = first_batches(config), first_batches(config)
+  other = first_batches(data.DataConfig(**{**config.__dict__, "seed": 7}))
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(first[0], other[0])
+
+
+def test_pad_and_crop_cuts_a_window_of_the_padded_image():
+  images = tf.random.stateless_uniform((8, 8, 8, 1), (1, 2), maxval=255)
+  crops = data._pad_and_crop(images, tf.constant([3, 4]), 8).numpy()
+  padded = np.pad(images.numpy(), [(0, 0), (1, 1), (1, 1), (0, 0)])
+  offsets = set()
+  for image, crop in zip(padded, crops):
+    windows = [(y, x) for y in range(3) for x in range(3)
+               if np.array_equal(image[y:y + 8, x:x + 8], crop)]
+    assert windows, "a crop is not a window of its padded image"
+    offsets.add(windows[0])
+  assert len(offsets) > 1, "every image was cropped at the same offset"
+
+
+def test_random_flip_mirrors_some_images_and_keeps_others():
+  images = tf.reshape(tf.range(32 * 4 * 4, dtype=tf.float32), (32, 4, 4, 1))
+  flipped = data._random_flip(images, tf.constant([0, 1])).numpy()
+  mirrored = [np.array_equal(f, i[:, ::-1]) for f, i in zip(flipped, images.numpy())]
+  kept = [np.array_equal(f, i) for f, i in zip(flipped, images.numpy())]
+  assert all(m or k for m, k in zip(mirrored, kept))
+  assert any(mirrored) and any(kept)
+
+
+def test_eval_pipeline_passes_over_the_test_split_once(fashion):
+  config = rgb_config(fashion[0])
+  splits = data.load(config)
+  batches = list(data.eval_pipeline(splits, config, 32, split="test"))
+  assert [len(labels) for _, labels in batches] == [32, 32, 32, 4]
+  # Small images are evaluated whole: the eval image is the normalised stored image.
+  stored = next(iter(splits.test.batch(32)))[0]
+  np.testing.assert_allclose(batches[0][0], tf.cast(stored, tf.float32) / 127.5 - 1, atol=1e-6)
+
+
+def test_per_replica_batches_split_the_global_batch_and_shard_the_data(fashion):
+  config = rgb_config(fashion[0])
+  splits = data.load(config)
+  contexts = [tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=i,
+                                         num_replicas_in_sync=4) for i in range(2)]
+  train = data.train_pipeline(splits, config, 64, contexts[0])
+  assert next(iter(train))[0].shape[0] == 16
+  shards = [np.concatenate([images.numpy() for images, _ in data.eval_pipeline(splits, config, 64, c)])
+            for c in contexts]
+  assert len(shards[0]) + len(shards[1]) == NUM_VALIDATION
+  assert not {i.tobytes() for i in shards[0]} & {i.tobytes() for i in shards[1]}
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_cpus_splits_the_global_batch(fashion):
+  # Logical devices must be configured before TensorFlow starts, hence a fresh process.
+  script = textwrap.dedent(f"""
+      import tensorflow as tf
+      cpu = tf.config.list_physical_devices("CPU")[0]
+      tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+      from pcnas_tf import data
+      config = data.DataConfig(**{rgb_config(fashion[0]).__dict__!r})
+      strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+      splits = data.load(config)
+      images, labels = next(iter(data.train_dataset(splits, config, 32, strategy)))
+      print([tuple(x.shape) for x in strategy.experimental_local_results(images)])
+      """)
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip().splitlines()[-1] == "[(16, 32, 32, 3), (16, 32, 32, 3)]"
+
+
+def test_mixup_gives_one_hot_mixtures(fashion):
+  config = rgb_config(fashion[0])
+  splits = data.load(config)
+  images, labels = next(iter(data.train_pipeline(splits, config, 64, mixup_alpha=0.4)))
+  assert images.shape == (64, 32, 32, 3) and labels.shape == (64, 10) and labels.dtype == tf.float32
+  np.testing.assert_allclose(tf.reduce_sum(labels, axis=1), 1.0, rtol=1e-5)
+  assert float(tf.reduce_min(tf.reduce_max(labels, axis=1))) < 0.99  # Some labels are mixed.
+
+
+# Validation batches ----------------------------------------------------------------------------------
+
+
+def test_validation_batches_are_fixed_for_a_seed(fashion):
+  config = rgb_config(fashion[0], validation=64)
+  splits = data.load(config)
+  batches = data.ValidationBatches(splits, config, batch_size=16)
+  again = data.ValidationBatches(splits, config, batch_size=16)
+  other = data.ValidationBatches(data.load(data.DataConfig(**{**config.__dict__, "seed": 3})),
+                                 config, batch_size=16)
+  assert len(batches) == 4 and batches.batch(0)[0].shape == (16, 32, 32, 3)
+  np.testing.assert_array_equal(batches.images, again.images)
+  np.testing.assert_array_equal(batches.batch(5)[1], batches.batch(1)[1])
+  assert not np.array_equal(batches.batch(1)[0], batches.batch(2)[0])
+  assert not np.array_equal(batches.images, other.images)
+
+
+def test_more_validation_batches_than_images_is_an_error(fashion):
+  config = fashion[0]
+  splits = data.load(config)
+  with pytest.raises(data.DataError, match=r"4 validation batches of 16 .* allowed: 1..3 batches"):
+    data.ValidationBatches(splits, config, batch_size=16, num_batches=4)
+  with pytest.raises(data.DataError, match=r"batch size 64 is larger than the 50 validation images"):
+    data.ValidationBatches(splits, config, batch_size=64)
+
+
+# Image folders and other sources ---------------------------------------------------------------------
+
+
+def folder_config(root, **changes):
+  return data.DataConfig(**{"dataset": "image_folder", "data_dir": str(root), "validation": 2, **changes})
+
+
+def test_image_folder_loads_grey_images_as_rgb(tmp_path):
+  root = image_folder(tmp_path / "images", channels=1)
+  config = folder_config(root)
+  splits = data.load(config)
+  assert (splits.num_classes, splits.num_train, splits.num_validation, splits.num_test) == (2, 10, 2, 12)
+  assert splits.image_shape == (8, 8, 3)
+  images, labels = next(iter(data.eval_pipeline(splits, config, 12, split="test")))
+  assert images.shape == (12, 8, 8, 3)
+  assert sorted(labels.numpy().tolist()) == [0] * 6 + [1] * 6
+
+
+def test_image_folder_of_large_images_is_cropped_to_the_resolution(tmp_path):
+  root = image_folder(tmp_path / "images", side=80)
+  config = folder_config(root, resolution=32)
+  splits = data.load(config)
+  assert not splits.small_images
+  train_images, _ = next(iter(data.train_pipeline(splits, config, 4)))
+  eval_images, _ = next(iter(data.eval_pipeline(splits, config, 4, split="test")))
+  assert train_images.shape == eval_images.shape == (4, 32, 32, 3)
+  assert float(tf.reduce_max(tf.abs(train_images))) <= 1.0
+
+
+def test_image_folder_of_mixed_sizes_needs_a_resolution(tmp_path):
+  root = image_folder(tmp_path / "images")
+  write_png(os.path.join(root, "train", "cat", "big.png"), np.zeros((9, 9, 3), np.uint8))
+  with pytest.raises(data.DataError, match="images of different sizes; set a square resolution"):
+    data.load(folder_config(root))
+
+
+def test_missing_image_folder_is_an_error(tmp_path):
+  with pytest.raises(data.DataError, match=f"Image folder {tmp_path}/nothing does not exist"):
+    data.load(folder_config(tmp_path / "nothing"))
+
+
+def test_empty_class_folder_is_an_error(tmp_path):
+  root = image_folder(tmp_path / "images")
+  os.makedirs(os.path.join(root, "train", "bird"))
+  with pytest.raises(data.DataError, match="Class folder .*train/bird has no .jpg"):
+    data.load(folder_config(root))
+
+
+def test_single_class_is_an_error(tmp_path):
+  root = image_folder(tmp_path / "images", classes=("cat",))
+  with pytest.raises(data.DataError, match="has 1 class folder"):
+    data.load(folder_config(root))
+
+
+def test_corrupt_image_fails_by_name_or_is_skipped_and_counted(tmp_path):
+  root = image_folder(tmp_path / "images")
+  corrupt = os.path.join(root, "train", "dog", "broken.png")
+  with open(corrupt, "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n not really a png")
+  with pytest.raises(data.DataError, match=f"Image file {corrupt} cannot be decoded"):
+    data.load(folder_config(root))
+  splits = data.load(folder_config(root, skip_corrupt=True))
+  assert splits.skipped == 1 and splits.num_train + splits.num_validation == 12
+  assert len(images_of(splits.train)) + len(images_of(splits.validation)) == 12
+
+
+def test_unknown_dataset_is_an_error(tmp_path):
+  with pytest.raises(data.DataError, match="Unknown dataset 'no_such_set'; allowed: fashion_mnist"):
+    data.load(data.DataConfig(dataset="no_such_set", data_dir=str(tmp_path)))
+
+
+def test_missing_data_directory_is_an_error(tmp_path):
+  with pytest.raises(data.DataError, match=f"Data directory {tmp_path}/absent does not exist"):
+    data.load(data.DataConfig(dataset="cifar10", data_dir=str(tmp_path / "absent")))
+
+
+def test_unprepared_tfds_dataset_says_how_to_prepare_it(tmp_path):
+  with pytest.raises(data.DataError, match=f"not prepared .* `tfds build cifar10 --data_dir={tmp_path}`"):
+    data.load(data.DataConfig(dataset="cifar10", data_dir=str(tmp_path)))
+
+
+def test_prepared_tfds_dataset_is_read_without_downloading(fashion):
+  # Any prepared dataset is found by name; here the Fashion-MNIST slice under its tfds name.
+  config = data.DataConfig(**{**fashion[0].__dict__, "dataset": "fashion_mnist_local"})
+  splits = data.load(config)
+  assert (splits.num_train, splits.num_test, splits.num_classes) == (250, 100, 10)
