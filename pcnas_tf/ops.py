@@ -33,6 +33,8 @@ def _conv(filters, kernel, strides=1, name=None):
 
 
 def _bn(name=None):
+  # Batch statistics are per replica: synchronized BN all-reduces through `merge_call`, which
+  # tf.distribute does not allow inside the switch_case of a mixop.
   return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 

@@ -1,0 +1,112 @@
+"""The custom distributed training loop for supergraphs.
+
+The trainer owns the `tf.distribute` strategy, the traced train and evaluation steps, and nothing about
+which architecture to train: callers pass a path (one choice index per mixop) per step. Each step's
+path is a plain tensor argument, identical on every replica, so the steps are traced once for all paths.
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from pcnas_tf import errors
+from pcnas_tf import optimizer as optimizer_lib
+from pcnas_tf import supergraph as supergraph_lib
+
+STRATEGIES = ("mirrored", "one_device", "multi_worker")
+
+
+class DivergedError(errors.UserError):
+  """The training loss became NaN or Inf."""
+
+
+def make_strategy(name: str = "mirrored") -> tf.distribute.Strategy:
+  """`mirrored` (every local device), `one_device` (first device) or `multi_worker` (TF_CONFIG)."""
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if name == "one_device":
+    device = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
+    return tf.distribute.OneDeviceStrategy(device)
+  if name == "multi_worker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  raise errors.UserError(f"Unknown strategy {name!r}; allowed: {', '.join(STRATEGIES)}.")
+
+
+class SupergraphTrainer:
+  """Builds a supergraph and its `PathSGD` under a strategy, and runs single-path steps.
+
+  Args:
+    space: the `SearchSpace`.
+    input_shape: (height, width, channels) of the images.
+    num_classes: classifier outputs.
+    strategy: a `tf.distribute.Strategy`.
+    global_batch_size: images per step over all replicas (the loss is averaged over it).
+    learning_rate: float or Keras schedule; momentum, nesterov, weight_decay: see `PathSGD`.
+  """
+
+  def __init__(self, space, input_shape, num_classes, strategy, global_batch_size,
+               learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4):
+    self.space, self.strategy, self.global_batch_size = space, strategy, global_batch_size
+    self.trace_count = 0
+    with strategy.scope():
+      self.supergraph = supergraph_lib.Supergraph(space, input_shape, num_classes)
+      self.optimizer = optimizer_lib.PathSGD(self.supergraph, learning_rate, momentum, nesterov,
+                                             weight_decay)
+    self._train_step = tf.function(self._distributed_train_step)
+    self._eval_step = tf.function(self._eval_correct)
+
+  def _replica_train_step(self, images, labels, path):
+    with tf.GradientTape() as tape:
+      logits = self.supergraph(images, path, training=True)
+      per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+      loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+    gradients = tape.gradient(loss, self.optimizer.variables)
+    gradients = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+    self.optimizer.apply(gradients, path)
+    return loss, _correct(labels, logits)
+
+  def _distributed_train_step(self, iterator, path):
+    self.trace_count += 1  # Python side effect: runs once per trace.
+    images, labels = next(iterator)
+    loss, correct = self.strategy.run(self._replica_train_step, args=(images, labels, path))
+    total = self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+    return total, self.strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None)
+
+  def train_step(self, iterator, path):
+    """One step on the next global batch of `iterator` along `path`; returns (loss, correct count)."""
+    return self._train_step(iterator, tf.convert_to_tensor(path, tf.int32))
+
+  def _eval_correct(self, images, labels, path):
+    self.trace_count += 1
+    return _correct(labels, self.supergraph(images, path, training=False))
+
+  def evaluate(self, images, labels, path):
+    """Correct predictions of `path` on one (non-distributed) batch, in inference mode."""
+    return self._eval_step(images, labels, tf.convert_to_tensor(path, tf.int32))
+
+  def train_epoch(self, iterator, steps, next_path, progress=None):
+    """Runs `steps` steps, asking `next_path()` for each step's path.
+
+    Returns:
+      (mean loss, accuracy) over the epoch's training batches.
+
+    Raises:
+      DivergedError: when the loss becomes NaN or Inf.
+    """
+    loss_sum, correct_sum = 0.0, 0
+    for step in range(steps):
+      loss, correct = self.train_step(iterator, next_path())
+      loss = float(loss)
+      if not math.isfinite(loss):
+        raise DivergedError(f"Training loss became {loss} at step {int(self.optimizer.iterations)}; "
+                            f"lower --learning_rate or check the data.")
+      loss_sum, correct_sum = loss_sum + loss, correct_sum + int(correct)
+      if progress is not None:
+        progress(step, loss)
+    return loss_sum / steps, correct_sum / (steps * self.global_batch_size)
+
+
+def _correct(labels, logits):
+  predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+  return tf.reduce_sum(tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.int32))
