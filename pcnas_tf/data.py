@@ -198,7 +198,8 @@ def _resolution(config: DataConfig, native_size, min_resolution: int) -> int:
 
 def _carve(dataset, is_validation: np.ndarray, validation: bool):
   # The source's order is fixed (no file shuffling, deterministic reads), so an example's position is
-  # a stable identity for the seeded permutation.
+  # a stable identity for the seeded permutation. Hence `deterministic=False` is passed to our own maps
+  # only, never set as a tf.data option: that would also reorder tfds' parallel reads upstream.
   mask = tf.constant(is_validation)
   dataset = dataset.enumerate().filter(lambda index, example: tf.gather(mask, index) == validation)
   return dataset.map(lambda index, example: example)
