@@ -58,8 +58,16 @@ class ConvBN(keras.layers.Layer):
     self.bn = _bn(name="bn")
     self.act = _activation(activation) if activation else None
 
-  def call(self, x, training=False):
-    x = self.bn(self.conv(x), training=training)
+  def call(self, x, training=False, batch_stats=False):
+    x = self.conv(x)
+    if batch_stats:
+      # Normalise with this batch's statistics but leave the moving averages untouched: what
+      # potential evaluation needs, and what Keras' BN cannot do (training=True always updates them).
+      mean, variance = keras.ops.moments(x, axes=[0, 1, 2])
+      x = keras.ops.batch_normalization(x, mean, variance, axis=-1, offset=self.bn.beta,
+                                        scale=self.bn.gamma, epsilon=self.bn.epsilon)
+    else:
+      x = self.bn(x, training=training)
     return self.act(x) if self.act is not None else x
 
   def get_config(self):
@@ -126,10 +134,10 @@ class Operator(keras.layers.Layer):
     self.squeeze_excite = (SqueezeExcite(out_channels, activation, name="se")
                            if se and self.convs else None)
 
-  def call(self, x, training=False):
+  def call(self, x, training=False, batch_stats=False):
     y = x
     for conv in self.convs:
-      y = conv(y, training=training)
+      y = conv(y, training=training, batch_stats=batch_stats)
     if self.squeeze_excite is not None:
       y = self.squeeze_excite(y)
     return x + y if self.residual else y
@@ -156,9 +164,9 @@ class Head(keras.layers.Layer):
     self.pool = keras.layers.GlobalAveragePooling2D()
     self.classifier = keras.layers.Dense(num_classes, name="classifier")
 
-  def call(self, x, training=False):
+  def call(self, x, training=False, batch_stats=False):
     if self.feature is not None:
-      x = self.feature(x, training=training)
+      x = self.feature(x, training=training, batch_stats=batch_stats)
     return self.classifier(self.pool(x))
 
   def get_config(self):

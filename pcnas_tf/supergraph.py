@@ -20,10 +20,11 @@ class MixOp(keras.layers.Layer):
     super().__init__(**kwargs)
     self.candidates = list(candidates)
 
-  def call(self, x, choice, training=False):
+  def call(self, x, choice, training=False, batch_stats=False):
     if len(self.candidates) == 1:
-      return self.candidates[0](x, training=training)
-    branches = [functools.partial(op, x, training=training) for op in self.candidates]
+      return self.candidates[0](x, training=training, batch_stats=batch_stats)
+    branches = [functools.partial(op, x, training=training, batch_stats=batch_stats)
+                for op in self.candidates]
     return tf.switch_case(choice, branches)
 
 
@@ -62,20 +63,34 @@ class Supergraph(keras.Model):
     self.head(x, training=False)
     self.built = True
 
-  def _stem(self, images, training):
-    x = self.stem(images, training=training)
-    return self.first_op(x, training=training) if self.first_op is not None else x
+  def _stem(self, images, training, batch_stats=False):
+    x = self.stem(images, training=training, batch_stats=batch_stats)
+    if self.first_op is not None:
+      x = self.first_op(x, training=training, batch_stats=batch_stats)
+    return x
 
-  def call(self, images, path, training=False):
-    return self.head(self.features(images, path, training=training), training=training)
+  def call(self, images, path, training=False, batch_stats=False):
+    """Logits of `path` on `images`.
 
-  def features(self, images, path, training=False, start=0, stop=None, x=None):
-    """Runs mixops `start..stop-1` on `x` (or on the stem's output of `images` when start is 0)."""
-    if start == 0:
-      x = self._stem(images, training)
+    Args:
+      images: a batch of images.
+      path: int32 tensor of length L, the chosen operator of each mixop.
+      training: training mode (BN batch statistics, moving averages updated).
+      batch_stats: inference with BN statistics of this batch, moving averages untouched.
+    """
+    x = self.features(images, path, training=training, batch_stats=batch_stats)
+    return self.head(x, training=training, batch_stats=batch_stats)
+
+  def features(self, x, path, training=False, batch_stats=False, start=0, stop=None, images=None):
+    """Runs mixops `start..stop-1` on `x`.
+
+    `x` are images, run through the stem first, when `images` is True (default: when `start` is 0).
+    """
+    if start == 0 if images is None else images:
+      x = self._stem(x, training, batch_stats)
     stop = len(self.mixops) if stop is None else stop
     for index in range(start, stop):
-      x = self.mixops[index](x, path[index], training=training)
+      x = self.mixops[index](x, path[index], training=training, batch_stats=batch_stats)
     return x
 
   def shared_layers(self):

@@ -1,0 +1,94 @@
+"""Atomic checkpoints and results, and the work-directory lock.
+
+A checkpoint is a directory `ckpt-<n>` holding `variables.npz` (supergraph weights, BN statistics,
+optimizer slots) and `state.json` (Oracle state, RNG state, progress). It is written as `ckpt-<n>.tmp`
+and renamed, so a crash leaves either the whole checkpoint or nothing; the two newest are kept.
+"""
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from pcnas_tf import errors
+
+_PREFIX = "ckpt-"
+_KEEP = 2
+
+
+def write_json(path: str, data) -> None:
+  """Writes JSON atomically: a temporary file in the same directory, then a rename."""
+  directory = os.path.dirname(os.path.abspath(path))
+  with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as f:
+    json.dump(data, f, indent=2, sort_keys=True, default=_to_plain)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(f.name, path)
+
+
+def _to_plain(value):
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, (tuple, set)):
+    return list(value)
+  raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def save(directory: str, number: int, arrays, state: dict) -> str:
+  """Saves checkpoint `number` with `arrays` (a list of numpy arrays) and `state`; returns its path."""
+  final = os.path.join(directory, f"{_PREFIX}{number:08d}")
+  staging = final + ".tmp"
+  shutil.rmtree(staging, ignore_errors=True)
+  os.makedirs(staging)
+  with open(os.path.join(staging, "variables.npz"), "wb") as f:
+    np.savez(f, *arrays)
+    f.flush()
+    os.fsync(f.fileno())
+  write_json(os.path.join(staging, "state.json"), state)
+  os.replace(staging, final)
+  for old in _checkpoints(directory)[:-_KEEP]:
+    shutil.rmtree(old, ignore_errors=True)
+  return final
+
+
+def latest(directory: str):
+  """Returns (arrays, state) of the newest complete checkpoint, or None."""
+  found = _checkpoints(directory)
+  if not found:
+    return None
+  with np.load(os.path.join(found[-1], "variables.npz")) as npz:
+    arrays = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+  with open(os.path.join(found[-1], "state.json")) as f:
+    return arrays, json.load(f)
+
+
+def _checkpoints(directory: str):
+  if not os.path.isdir(directory):
+    return []
+  names = sorted(n for n in os.listdir(directory) if n.startswith(_PREFIX) and not n.endswith(".tmp"))
+  return [os.path.join(directory, n) for n in names]
+
+
+class WorkDirLock:
+  """An exclusive lock on a work directory, so a second search on it is refused."""
+
+  def __init__(self, directory: str):
+    self.path = os.path.join(directory, ".lock")
+    self._file = None
+
+  def __enter__(self):
+    self._file = open(self.path, "w")
+    try:
+      fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as error:
+      self._file.close()
+      raise errors.UserError(f"Work directory {os.path.dirname(self.path)!r} is in use by another "
+                             f"search; wait for it or choose another --work_dir.") from error
+    return self
+
+  def __exit__(self, *exc):
+    fcntl.flock(self._file, fcntl.LOCK_UN)
+    self._file.close()

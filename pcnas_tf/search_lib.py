@@ -1,0 +1,376 @@
+"""The PC-NAS search (paper Algorithm 2): warm-up, then one pool update and Ti epochs per mixop.
+
+`run_search(config)` reads top to bottom: set up (strategy, data, supergraph, constraint, Oracle), then
+a loop whose position is derived from two counters, epochs trained and intervals scored, so a run
+resumed from any checkpoint continues exactly where it stopped:
+
+  epoch < Tw                           warm-up epoch: uniform single paths
+  interval k = (epoch - Tw) // Ti      not scored yet: evaluate the potentials of the pool's extensions
+                                       scored: train one epoch on completions of pool members
+"""
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from pcnas_tf import checkpoint
+from pcnas_tf import constraint as constraint_lib
+from pcnas_tf import data as data_lib
+from pcnas_tf import errors
+from pcnas_tf import oracle as oracle_lib
+from pcnas_tf import pool as pool_lib
+from pcnas_tf import potential as potential_lib
+from pcnas_tf import report
+from pcnas_tf import space as space_lib
+from pcnas_tf import trainer as trainer_lib
+
+RESULT_FILE = "search_result.json"
+SAMPLING = ("exact", "rejection")
+TRAINING = ("pcnas", "oneshot")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  """Everything that defines a search; written to the work directory and checked on resume."""
+  space: str = "macro"
+  width: float = 1.0
+  pool_size: int = 5                 # P
+  num_samples: int = 900             # S
+  warmup_epochs: int = 100           # Tw
+  interval_epochs: int = 5           # Ti
+  steps_per_epoch: int = 0           # 0: one pass over the training split
+  batch_size: int = 512
+  learning_rate: float = 0.1
+  final_learning_rate: float = 5e-4
+  momentum: float = 0.9
+  weight_decay: float = 1e-4
+  constraint: str = "latency"
+  budget: str = "0.5"                # a fraction of [min, max] cost, or an absolute value ("12ms")
+  latency_backend: str = "tflite"
+  latency_batch: int = 16
+  sampling: str = "exact"
+  bn_mode: str = "batch"
+  eval_batch_size: int = 256
+  eval_batches: int = 8              # K fixed validation batches; completion j uses batch j % K
+  reuse_prefix: bool = True
+  training: str = "pcnas"
+  strategy: str = "mirrored"
+  checkpoint_every: int = 200        # steps
+  seed: int = 0
+  data: data_lib.DataConfig = data_lib.DataConfig()
+
+  def validate(self):
+    _at_least(self.pool_size, 1, "Pool size P (--pool_size)")
+    _at_least(self.num_samples, 1, "Evaluation number S (--num_samples)")
+    _at_least(self.warmup_epochs, 0, "Warm-up epochs Tw (--warmup_epochs)")
+    _at_least(self.interval_epochs, 0, "Interval epochs Ti (--interval_epochs)")
+    _at_least(self.steps_per_epoch, 0, "Steps per epoch (--steps_per_epoch)")
+    _at_least(self.batch_size, 1, "Batch size (--batch_size)")
+    _at_least(self.eval_batches, 1, "Evaluation batches (--eval_batches)")
+    _at_least(self.eval_batch_size, 1, "Evaluation batch size (--eval_batch_size)")
+    _one_of(self.sampling, SAMPLING, "Sampling")
+    _one_of(self.bn_mode, potential_lib.BN_MODES, "BN mode")
+    _one_of(self.training, TRAINING, "Training")
+    _one_of(self.strategy, trainer_lib.STRATEGIES, "Strategy")
+    space_lib.get_space(self.space, self.width)
+    return self
+
+  def to_json(self):
+    return dataclasses.asdict(self)
+
+
+def _at_least(value, low, what):
+  if value < low:
+    raise errors.UserError(f"{what} is {value}; it must be at least {low}.")
+
+
+def _one_of(value, allowed, what):
+  if value not in allowed:
+    raise errors.UserError(f"{what} {value!r} is unknown; allowed: {', '.join(allowed)}.")
+
+
+class Search:
+  """One search run in a work directory. Use `run_search`."""
+
+  def __init__(self, config: SearchConfig, work_dir: str, progress=True):
+    self.config, self.work_dir, self.progress = config, work_dir, progress
+    self.space = space_lib.get_space(config.space, config.width)
+    self.strategy = trainer_lib.make_strategy(config.strategy)
+    self.splits = data_lib.load(config.data, min_resolution=self.space.total_stride)
+    self.steps_per_epoch = config.steps_per_epoch or max(1, self.splits.num_train // config.batch_size)
+    total_epochs = config.warmup_epochs + self.space.num_layers * config.interval_epochs
+    self.total_steps = max(1, total_epochs * self.steps_per_epoch)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, self.total_steps, alpha=config.final_learning_rate / config.learning_rate)
+    self.trainer = trainer_lib.SupergraphTrainer(
+        self.space, self.splits.image_shape, self.splits.num_classes, self.strategy, config.batch_size,
+        schedule, config.momentum, True, config.weight_decay)
+    self.constraint = constraint_lib.build(self.space, self.splits.image_shape,
+                                           self.splits.num_classes, config, work_dir)
+    self.num_choices = tuple(len(layer.choices) for layer in self.space.layers)
+    self.oracle = oracle_lib.PCNASOracle(self.num_choices, config.pool_size, seed=config.seed)
+    self.oracle._set_project_dir(work_dir, "oracle")  # pylint: disable=protected-access
+    self.rng = np.random.default_rng(config.seed)
+    self.epoch, self.step_in_epoch, self.checkpoints = 0, 0, 0
+    self.timings = {"warmup_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
+    self.log = []
+    self.writer = tf.summary.create_file_writer(os.path.join(work_dir, "tensorboard"))
+    self._iterator = None
+
+  # Main loop ----------------------------------------------------------------------------------------
+
+  @property
+  def total_epochs(self):
+    return self.config.warmup_epochs + self.space.num_layers * self.config.interval_epochs
+
+  def run(self):
+    self._restore()
+    while self.epoch < self.total_epochs or not self._scored_all():
+      interval = self._interval()
+      if interval is not None and len(self.oracle.history) <= interval:
+        self._evaluate_interval()
+      else:
+        self._train_epoch(interval)
+    return self._finish()
+
+  def _interval(self):
+    """The interval the next epoch belongs to, or None during warm-up."""
+    if self.epoch < self.config.warmup_epochs:
+      return None
+    if self.config.training == "oneshot":
+      return self.space.num_layers - 1 if self.epoch >= self.total_epochs else None
+    ti = max(1, self.config.interval_epochs)
+    return min((self.epoch - self.config.warmup_epochs) // ti, self.space.num_layers - 1)
+
+  def _scored_all(self):
+    return self.oracle.finished
+
+  # Training -----------------------------------------------------------------------------------------
+
+  def _train_epoch(self, interval):
+    start, phase = time.time(), "warmup" if interval is None else f"interval {interval}"
+    iterator = self._train_iterator()
+    members = self.oracle.pool if interval is not None else []
+    bar = tqdm.tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, disable=not self.progress,
+                    desc=f"epoch {self.epoch + 1}/{self.total_epochs} ({phase})", leave=False)
+    loss_sum, correct_sum, steps = 0.0, 0, 0
+    while self.step_in_epoch < self.steps_per_epoch:
+      path = self._training_path(members)
+      loss, correct = self.trainer.train_step(iterator, path)
+      loss = float(loss)
+      if not math.isfinite(loss):
+        raise trainer_lib.DivergedError(
+            f"Training loss became {loss} in epoch {self.epoch + 1}; the last good checkpoint in "
+            f"{self.work_dir!r} is kept. Lower --learning_rate or check the data.")
+      loss_sum, correct_sum, steps = loss_sum + loss, correct_sum + int(correct), steps + 1
+      self.step_in_epoch += 1
+      bar.update(1)
+      bar.set_postfix(loss=f"{loss:.3f}")
+      if self.step_in_epoch % self.config.checkpoint_every == 0 < self.steps_per_epoch - self.step_in_epoch:
+        self._save()
+    bar.close()
+    self._end_epoch(phase, loss_sum / max(steps, 1), correct_sum / max(steps * self.config.batch_size, 1))
+    self.timings["warmup_s" if interval is None else "train_s"] += time.time() - start
+
+  def _training_path(self, members):
+    """Warm-up and One-Shot: a uniform path; PC-NAS: a uniform pool member, completed at random."""
+    partial = members[int(self.rng.integers(len(members)))] if members else ()
+    return pool_lib.complete(partial, self.num_choices, self.rng)
+
+  def _end_epoch(self, phase, loss, accuracy):
+    self.epoch, self.step_in_epoch = self.epoch + 1, 0
+    learning_rate = float(self.trainer.optimizer.current_learning_rate())
+    self.log.append({"epoch": self.epoch, "phase": phase, "loss": loss, "accuracy": accuracy,
+                     "learning_rate": learning_rate})
+    with self.writer.as_default(step=self.epoch):
+      tf.summary.scalar("train/loss", loss)
+      tf.summary.scalar("train/accuracy", accuracy)
+      tf.summary.scalar("train/learning_rate", learning_rate)
+    if self.progress:
+      print(f"epoch {self.epoch}/{self.total_epochs} ({phase}): loss {loss:.4f}, "
+            f"accuracy {accuracy:.4f}, lr {learning_rate:.4g}", flush=True)
+    self._save()
+
+  def _train_iterator(self):
+    if self._iterator is None:
+      skip = (self.epoch * self.steps_per_epoch + self.step_in_epoch)
+      config, splits, batch = self.config.data, self.splits, self.config.batch_size
+
+      def dataset_fn(input_context):
+        return data_lib.train_pipeline(splits, config, batch, input_context).skip(skip)
+
+      dataset = self.strategy.distribute_datasets_from_function(dataset_fn)
+      self._iterator = iter(dataset)
+    return self._iterator
+
+  # Potential evaluation -----------------------------------------------------------------------------
+
+  def _evaluate_interval(self):
+    start = time.time()
+    if not self.oracle.interval_open:
+      self.oracle.start_interval()
+    evaluator = self._evaluator()
+    interval = self.oracle.interval
+    bar = tqdm.tqdm(total=len(self.oracle.pool or [()]), disable=not self.progress, leave=False,
+                    desc=f"potentials, mixop {interval + 1}/{self.space.num_layers}")
+    bar.update(len(self.oracle.pool or [()]) - len(self.oracle.pending))
+    while True:
+      trial = self.oracle.create_trial("chief")
+      if trial.status != "RUNNING":
+        break
+      member = oracle_lib.member_of(trial.hyperparameters.values)
+      self._score_trial(trial, member, evaluator)
+      bar.update(1)
+      self._save()
+    bar.close()
+    self._log_interval()
+    self.timings["eval_s"] += time.time() - start
+
+  def _score_trial(self, trial, member, evaluator):
+    completions = {}
+    for choice in range(self.num_choices[len(member)]):
+      candidate = member + (choice,)
+      completions[candidate] = self.constraint.completions(candidate, self.config.num_samples,
+                                                           self.rng, self.config.sampling)
+    potentials = evaluator.potentials(completions)
+    metrics = {oracle_lib.potential_name(c[-1]): p for c, p in potentials.items()}
+    finite = [p for p in potentials.values() if not math.isnan(p)]
+    metrics["potential"] = max(finite) if finite else -1.0
+    self.oracle.update_trial(trial.trial_id, metrics)
+    trial.status = "COMPLETED"
+    self.oracle.end_trial(trial)
+
+  def _evaluator(self):
+    batches = data_lib.ValidationBatches(self.splits, self.config.data, self.config.eval_batch_size,
+                                         self.config.eval_batches)
+    return potential_lib.PotentialEvaluator(
+        self.trainer.supergraph, [batches.batch(i) for i in range(len(batches))],
+        self.config.bn_mode, self.config.reuse_prefix)
+
+  def _log_interval(self):
+    record = self.oracle.history[-1]
+    if not record["pool"]:
+      raise constraint_lib.BudgetError(
+          f"No candidate of mixop {record['interval'] + 1} has a completion within the budget; raise "
+          f"--budget.")
+    costs = [self.constraint.cost_of_partial(m) for m in record["pool"]]
+    record["pool_costs"] = costs
+    with self.writer.as_default(step=record["interval"] + 1):
+      for rank, value in enumerate(record["pool_potentials"]):
+        tf.summary.scalar(f"pool/potential_{rank}", value)
+        tf.summary.scalar(f"pool/{self.config.constraint}_{rank}", costs[rank])
+    if self.progress:
+      best = record["pool_potentials"][0]
+      print(f"mixop {record['interval'] + 1}/{self.space.num_layers}: pool of "
+            f"{len(record['pool'])}, best potential {best:.4f}", flush=True)
+
+  # Checkpoints --------------------------------------------------------------------------------------
+
+  def _arrays(self):
+    variables = self.trainer.supergraph.variables + self.trainer.optimizer.slots
+    return [v.numpy() for v in variables] + [self.trainer.optimizer.iterations.numpy()]
+
+  def _save(self):
+    self.checkpoints += 1
+    trials = {tid: t.get_state() for tid, t in self.oracle.trials.items()}
+    state = {"config": self.config.to_json(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+             "oracle": self.oracle.get_state(), "trials": trials, "rng": self.rng.bit_generator.state,
+             "timings": self.timings, "log": self.log, "checkpoints": self.checkpoints}
+    checkpoint.save(os.path.join(self.work_dir, "checkpoints"), self.checkpoints, self._arrays(), state)
+
+  def _restore(self):
+    found = checkpoint.latest(os.path.join(self.work_dir, "checkpoints"))
+    if found is None:
+      return
+    arrays, state = found
+    variables = self.trainer.supergraph.variables + self.trainer.optimizer.slots
+    for variable, value in zip(variables, arrays):
+      variable.assign(value)
+    self.trainer.optimizer.iterations.assign(arrays[-1])
+    from keras_tuner.src.engine import trial as trial_module  # pylint: disable=g-import-not-at-top
+    self.oracle.trials = {tid: trial_module.Trial.from_state(s) for tid, s in state["trials"].items()}
+    self.oracle.set_state(state["oracle"])
+    self.oracle.pool = [tuple(m) for m in self.oracle.pool]
+    self.rng.bit_generator.state = state["rng"]
+    self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+    self.timings, self.log, self.checkpoints = state["timings"], state["log"], state["checkpoints"]
+    if self.progress:
+      print(f"Resuming from checkpoint {self.checkpoints}: epoch {self.epoch}, step "
+            f"{self.step_in_epoch}, {len(self.oracle.history)} mixops decided.", flush=True)
+
+  # Results ------------------------------------------------------------------------------------------
+
+  def _finish(self):
+    final = self.oracle.history[-1]
+    pool = []
+    for members, value in zip(final["pool"], final["pool_potentials"]):
+      arch = self.space.arch_from_indices(members)
+      pool.append({"arch": list(arch), "arch_string": self.space.arch_to_string(arch),
+                   "potential": value, **self.constraint.describe(arch)})
+    result = {"space": self.space.to_json(), "space_name": self.space.name,
+              "input_shape": list(self.splits.image_shape), "num_classes": self.splits.num_classes,
+              "final_pool": pool, "chosen": pool[0], "intervals": self.oracle.history,
+              "constraint": self.constraint.summary(), "config": self.config.to_json(),
+              "timings": self.timings, "log": self.log, "versions": versions()}
+    checkpoint.write_json(os.path.join(self.work_dir, RESULT_FILE), result)
+    report.plot_search(result, os.path.join(self.work_dir, "search.png"))
+    report.draw_architecture(self.space, pool[0]["arch"], os.path.join(self.work_dir, "chosen_arch.png"))
+    self.writer.flush()
+    return result
+
+
+def versions():
+  import keras_tuner  # pylint: disable=g-import-not-at-top
+  return {"python": platform.python_version(), "tensorflow": tf.__version__,
+          "keras": keras.__version__, "keras_tuner": keras_tuner.__version__, "numpy": np.__version__}
+
+
+def prepare_work_dir(work_dir: str, config: SearchConfig, overwrite: bool):
+  """Creates `work_dir`, or checks that its checkpoints belong to `config`."""
+  try:
+    os.makedirs(work_dir, exist_ok=True)
+  except OSError as error:
+    raise errors.UserError(f"Cannot create work directory {work_dir!r}: {error.strerror}.") from error
+  if not os.access(work_dir, os.W_OK):
+    raise errors.UserError(f"Work directory {work_dir!r} is not writable; choose another --work_dir.")
+  config_path = os.path.join(work_dir, "config.json")
+  if overwrite:
+    for name in ("checkpoints", "oracle", "tensorboard", RESULT_FILE):
+      path = os.path.join(work_dir, name)
+      if os.path.isdir(path):
+        import shutil  # pylint: disable=g-import-not-at-top
+        shutil.rmtree(path)
+      elif os.path.exists(path):
+        os.remove(path)
+  elif os.path.exists(config_path):
+    with open(config_path) as f:
+      saved = json.load(f)
+    differences = _differences(saved, json.loads(json.dumps(config.to_json())))
+    if differences:
+      raise errors.UserError(f"Work directory {work_dir!r} holds a search with a different config "
+                             f"({'; '.join(differences[:3])}); use --overwrite to start afresh or "
+                             f"another --work_dir.")
+  checkpoint.write_json(config_path, config.to_json())
+
+
+def _differences(saved, wanted, prefix=""):
+  if isinstance(saved, dict) and isinstance(wanted, dict):
+    keys = sorted(set(saved) | set(wanted))
+    return [d for k in keys for d in _differences(saved.get(k), wanted.get(k), f"{prefix}{k}.")]
+  return [] if saved == wanted else [f"{prefix[:-1]} was {saved!r}, now {wanted!r}"]
+
+
+def run_search(config: SearchConfig, work_dir: str, overwrite=False, progress=True) -> dict:
+  """Runs (or resumes) a search in `work_dir` and returns the result written to search_result.json."""
+  config.validate()
+  prepare_work_dir(work_dir, config, overwrite)
+  with checkpoint.WorkDirLock(work_dir):
+    return Search(config, work_dir, progress).run()
