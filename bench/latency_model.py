@@ -1,0 +1,111 @@
+"""How well the latency lookup table predicts whole networks it never saw.
+
+For each space: build a table from scratch (per-op timings + calibration on random networks; timed as
+`build_s`), then time 50 (macro; 30 for small) further random networks end to end and compare with the table's predictions,
+both calibrated and measured-only. Default backend tflite (LiteRT + XNNPACK, 1 thread, min of 40 runs).
+
+Sizes are CPU-sized: batch 1 (the paper's batch 16 is a GPU setting; on this 2-core VM it makes each
+timed call ~16x longer without changing what is compared), `macro` at width 1.0 and 32x32 (CIFAR), and
+`small` at width 0.35 and 64x64.
+
+  .venv/bin/python -m bench.latency_model            # about 8 minutes on 2 quiet cores
+  .venv/bin/python -m bench.latency_model --quick    # about 1.5 minutes, smaller networks and counts
+"""
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+from scipy import stats
+
+from pcnas_tf import model as model_lib
+from pcnas_tf import space as space_lib
+from pcnas_tf import latency
+
+# (space, width, resolution, calibration networks, held-out networks); the first is the headline.
+# `small` gets fewer networks: its 21-layer models take ~3x longer to build and convert.
+FULL = (("macro", 1.0, 32, 40, 50), ("small", 0.35, 64, 30, 30))
+QUICK = (("macro", 0.5, 32, 12, 10), ("small", 0.35, 32, 12, 10))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  parser.add_argument("--quick", action="store_true", help="small networks and counts, for a smoke run")
+  parser.add_argument("--backend", default="tflite", choices=sorted(latency.BACKENDS))
+  parser.add_argument("--batch", type=int, default=1)
+  parser.add_argument("--archs", type=int, default=None, help="held-out networks (overrides the default)")
+  parser.add_argument("--runs", type=int, default=None, help="timed runs per model (default 40; quick 20)")
+  parser.add_argument("--work_dir", default="runs/latency_bench")
+  return parser.parse_args(argv)
+
+
+def accuracy(predicted, measured) -> dict:
+  predicted, measured = np.asarray(predicted), np.asarray(measured)
+  error = np.abs(predicted - measured) / measured
+  return {"within_10pct": round(float(np.mean(error <= 0.10)), 4),
+          "within_5pct": round(float(np.mean(error <= 0.05)), 4),
+          "mape": round(float(np.mean(error)), 4),
+          "max_error": round(float(np.max(error)), 4),
+          "spearman": round(float(stats.spearmanr(predicted, measured)[0]), 4)}
+
+
+def run_space(args, name, width, resolution, calibration_archs, held_out_count) -> dict:
+  space = space_lib.get_space(name, width)
+  config = latency.BackendConfig(args.backend, runs=args.runs)
+  backend = latency.make_backend(config)
+  output = os.path.join(tempfile.mkdtemp(dir=args.work_dir), f"{name}.json")
+  start = time.time()
+  table = latency.build_table(space, config, args.batch, resolution, output,
+                              calibration_archs=calibration_archs, backend=backend)
+  build_s = time.time() - start
+  held_out = latency.random_archs(space, args.archs or held_out_count, seed=1,
+                                  exclude=table.data["calibration_archs"])
+  measured = []
+  for arch in held_out:
+    network = model_lib.build_model(space.parse_arch(arch), space, (resolution, resolution, 3), 10)
+    measured.append(backend.measure(network, (args.batch, resolution, resolution, 3)).min_ms)
+  archs = [space.parse_arch(a) for a in held_out]
+  calibrated = accuracy([latency.predict(a, table) for a in archs], measured)
+  raw = accuracy([latency.predict(a, table, calibrated=False) for a in archs], measured)
+  low, high = latency.make_constraint("latency", space, table=table).range()
+  return {"space": name, "width": width, "resolution": resolution, "batch": args.batch,
+          "archs": len(held_out), "calibration_archs": calibration_archs, **calibrated,
+          "measured_table": raw, "build_s": round(build_s, 1),
+          "validate_s": round(time.time() - start - build_s, 1),
+          "measured_ms": [round(float(np.min(measured)), 3), round(float(np.max(measured)), 3)],
+          "table_range_ms": [round(low, 3), round(high, 3)], "scale": round(table.calibration["scale"], 4),
+          "device": table.metadata["device"]}
+
+
+def print_table(results) -> None:
+  print(f"{'space':6} {'archs':>5} {'ms range':>15} {'within10 cal/raw':>17} {'mape cal/raw':>14} "
+        f"{'spearman cal/raw':>17} {'build_s':>8}")
+  for r in results:
+    raw = r["measured_table"]
+    print(f"{r['space']:6} {r['archs']:>5} {r['measured_ms'][0]:>7.3f}-{r['measured_ms'][1]:<7.3f} "
+          f"{r['within_10pct']:>8.2f}/{raw['within_10pct']:<8.2f} {r['mape']:>6.3f}/{raw['mape']:<7.3f} "
+          f"{r['spearman']:>8.3f}/{raw['spearman']:<8.3f} {r['build_s']:>8.1f}")
+
+
+def main(argv=None) -> None:
+  args = parse_args(argv)
+  args.runs = args.runs or (20 if args.quick else 40)
+  os.makedirs(args.work_dir, exist_ok=True)
+  start = time.time()
+  results = [run_space(args, *setting) for setting in (QUICK if args.quick else FULL)]
+  print(f"Latency table vs. end-to-end timing on {results[0]['device']} ({args.backend}, batch "
+        f"{args.batch}, min of {args.runs} runs); cal = calibrated table, raw = summed per-op timings.")
+  print_table(results)
+  head = results[0]
+  print(json.dumps({"backend": args.backend, "space": head["space"], "archs": head["archs"],
+                    "within_10pct": head["within_10pct"], "mape": head["mape"],
+                    "spearman": head["spearman"], "build_s": head["build_s"],
+                    "seconds": round(time.time() - start, 1), "quick": args.quick,
+                    "spaces": {r["space"]: r for r in results}}))
+
+
+if __name__ == "__main__":
+  main()

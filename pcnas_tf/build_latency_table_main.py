@@ -1,0 +1,59 @@
+"""Builds (or resumes, or reuses from a cache) a latency lookup table for a search space.
+
+  .venv/bin/python -m pcnas_tf.build_latency_table_main --space=macro --backend=tflite \
+      --resolution=32 --batch=1 --output=runs/latency/macro_tflite.json
+
+With --cache_dir instead of --output the table is reused when one with the same metadata exists there.
+"""
+
+from absl import flags
+
+from pcnas_tf import errors
+from pcnas_tf import space as space_lib
+from pcnas_tf import latency
+
+_SPACE = flags.DEFINE_string("space", "macro", "small, large, macro or a .json space spec.")
+_WIDTH = flags.DEFINE_float("width", 1.0, "Width multiplier of a built-in space.")
+_BACKEND = flags.DEFINE_string("backend", "tflite", f"One of {', '.join(latency.BACKENDS)}.")
+_BATCH = flags.DEFINE_integer("batch", 1, "Batch size the networks are timed at (paper: 16 on GPU).")
+_RESOLUTION = flags.DEFINE_integer("resolution", 32, "Input height and width.")
+_CHANNELS = flags.DEFINE_integer("channels", 3, "Input channels.")
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", 10, "Classifier outputs.")
+_THREADS = flags.DEFINE_integer("threads", 1, "LiteRT threads (tflite).")
+_XLA = flags.DEFINE_boolean("xla", False, "Compile with XLA (tf).")
+_PRECISION = flags.DEFINE_enum("precision", "fp32", ["fp32", "fp16"], "TensorRT precision.")
+_RUNS = flags.DEFINE_integer("runs", 40, "Timed runs per model.")
+_WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed runs before timing.")
+_ESTIMATOR = flags.DEFINE_enum("estimator", "min", ["min", "median"], "Statistic the table keeps.")
+_CALIBRATION_ARCHS = flags.DEFINE_integer("calibration_archs", 40,
+                                          "Random whole networks the table is fitted to.")
+_SEED = flags.DEFINE_integer("seed", 0, "Picks the calibration networks.")
+_OUTPUT = flags.DEFINE_string("output", None, "Table file to write (resumed if it exists).")
+_CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Directory of cached tables (instead of --output).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise errors.UserError(f"Unexpected arguments {argv[1:]}; all options are --flags.")
+  if (_OUTPUT.value is None) == (_CACHE_DIR.value is None):
+    raise errors.UserError("Give exactly one of --output and --cache_dir.")
+  space = space_lib.get_space(_SPACE.value, _WIDTH.value)
+  config = latency.BackendConfig(_BACKEND.value, _THREADS.value, _XLA.value, _PRECISION.value,
+                                 _WARMUP.value, _RUNS.value, _ESTIMATOR.value)
+  config.validate()
+  shape = dict(batch=_BATCH.value, resolution=_RESOLUTION.value, channels=_CHANNELS.value,
+               num_classes=_NUM_CLASSES.value, calibration_archs=_CALIBRATION_ARCHS.value,
+               seed=_SEED.value)
+  if _OUTPUT.value:
+    table = latency.build_table(space, config, output=_OUTPUT.value, **shape)
+  else:
+    table = latency.get_or_build_table(_CACHE_DIR.value, space, config, **shape)
+  low, high = latency.make_constraint("latency", space, table=table).range()
+  fit = table.calibration
+  print(f"{space.name} on {table.metadata['device']}: latency {low:.3f}..{high:.3f} ms "
+        f"(calibrated; scale {fit['scale']:.3f}, leave-one-out RMSE {fit['loo_rmse_ms']} ms over "
+        f"{fit['networks']} networks).")
+
+
+if __name__ == "__main__":
+  errors.run_main(main)

@@ -1,0 +1,58 @@
+"""Tests of the calibration fit on synthetic latencies whose truth is known."""
+
+import numpy as np
+
+from pcnas_tf.latency import calibration
+
+NUM_CHOICES = (3, 3, 4, 2, 3)
+
+
+def _truth_and_measured(rng):
+  """True per-op costs, and 'measured' ones that are 20% high, noisy, with overhead counted per op."""
+  truth = [rng.uniform(0.5, 3.0, n) for n in NUM_CHOICES]
+  measured = [t * 1.2 + rng.normal(0, 0.05, len(t)) + 0.3 for t in truth]
+  return truth, measured
+
+
+def _paths(rng, n):
+  return [tuple(int(rng.integers(k)) for k in NUM_CHOICES) for _ in range(n)]
+
+
+def _latency(path, ops, base):
+  return base + sum(ops[l][c] for l, c in enumerate(path))
+
+
+def test_fit_reduces_error_on_held_out_networks():
+  rng = np.random.default_rng(0)
+  truth, measured = _truth_and_measured(rng)
+  true_base, measured_base = 1.0, 2.0
+  train, test = _paths(rng, 30), _paths(rng, 50)
+  latencies = [_latency(p, truth, true_base) + rng.normal(0, 0.01) for p in train]
+  fit = calibration.fit(train, latencies, measured, measured_base)
+  true = np.array([_latency(p, truth, true_base) for p in test])
+  raw_error = np.abs([_latency(p, measured, measured_base) for p in test] - true) / true
+  fit_error = np.abs([_latency(p, fit.ops_ms, fit.base_ms) for p in test] - true) / true
+  assert fit_error.mean() < 0.02 < raw_error.mean()
+  assert 0.7 < fit.scale < 0.95  # recovers most of the 1 / 1.2 bias with one number
+
+
+def test_fit_stays_near_measured_table_without_signal():
+  rng = np.random.default_rng(1)
+  _, measured = _truth_and_measured(rng)
+  train = _paths(rng, 12)
+  latencies = [_latency(p, measured, 2.0) for p in train]  # the table is already exact
+  fit = calibration.fit(train, latencies, measured, 2.0)
+  for fitted, given in zip(fit.ops_ms, measured):
+    np.testing.assert_allclose(fitted, given, atol=1e-6)
+  assert abs(fit.base_ms - 2.0) < 1e-6
+
+
+def test_too_few_networks_keep_the_measured_table():
+  measured = [[1.0, 2.0], [3.0, 4.0]]
+  fit = calibration.fit([(0, 1), (1, 0)], [9.0, 9.0], measured, 1.0)
+  assert fit.ops_ms == ((1.0, 2.0), (3.0, 4.0)) and fit.base_ms == 1.0
+
+
+def test_one_hot_marks_each_layer_choice():
+  features = calibration.one_hot([(0, 2), (1, 0)], (2, 3))
+  np.testing.assert_array_equal(features, [[1, 0, 0, 0, 1], [0, 1, 1, 0, 0]])

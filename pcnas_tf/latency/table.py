@@ -1,0 +1,329 @@
+"""The latency lookup table: measuring it (resumably), calibrating it, and its JSON file.
+
+Building a table times, on one backend:
+  * each (layer, op) as a tiny Keras model holding just that operator, at that layer's input shape
+    (operators with identical shapes are timed once; a shape-keeping Identity costs nothing);
+  * the fixed parts: the stem (with ProxylessNAS' fixed first operator) and the head;
+  * `calibration_archs` random whole architectures (`model.build_model`),
+then fits the per-op table to the whole-network latencies (`calibration.fit`). Both the measured and the
+calibrated tables are kept.
+
+The file is the build's state: after every measurement it is rewritten atomically (temp file, then
+`os.replace`), so an interrupted build resumes with what it already measured.
+"""
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from typing import Callable, Sequence
+
+import numpy as np
+
+from pcnas_tf import cost
+from pcnas_tf import errors
+from pcnas_tf.latency import backends as backends_lib
+from pcnas_tf.latency import calibration
+
+FORMAT = "pcnas_tf.latency_table/1"
+# A table built with different values here measures something else: loading it is an error.
+IDENTITY_FIELDS = ("backend", "settings", "batch", "resolution", "channels", "num_classes", "space",
+                   "width", "space_fingerprint")
+# The cache also keys on where and how it was measured.
+CACHE_FIELDS = IDENTITY_FIELDS + ("device", "tf_version", "calibration_archs", "seed")
+
+
+class TableError(errors.UserError):
+  """A latency table file that is unreadable, incomplete or built for something else."""
+
+
+def make_metadata(space, config: backends_lib.BackendConfig, device: str, batch: int,
+                  resolution: Sequence[int], channels: int = 3, num_classes: int = 10,
+                  calibration_archs: int = 40, seed: int = 0) -> dict:
+  """The metadata a table is identified by; validates the user-set values."""
+  config.validate()
+  resolution = _validate_shape(space, batch, resolution, channels, num_classes, calibration_archs)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return {"backend": config.name, "settings": config.settings(), "batch": int(batch),
+          "resolution": list(resolution), "channels": int(channels), "num_classes": int(num_classes),
+          "space": space.name, "width": space.width, "space_fingerprint": space.fingerprint(),
+          "device": device, "tf_version": tf.__version__, "calibration_archs": int(calibration_archs),
+          "seed": int(seed), "warmup": config.warmup, "runs": config.runs}
+
+
+def _validate_shape(space, batch, resolution, channels, num_classes, calibration_archs):
+  if isinstance(resolution, int):
+    resolution = (resolution, resolution)
+  if int(batch) < 1:
+    raise errors.UserError(f"Batch size {batch} must be >= 1.")
+  if len(resolution) != 2 or min(resolution) < space.total_stride:
+    raise errors.UserError(f"Resolution {tuple(resolution)} must be two sizes of at least "
+                           f"{space.total_stride} (the space's total stride).")
+  if channels < 1 or num_classes < 1 or calibration_archs < 0:
+    raise errors.UserError(f"Channels {channels} and classes {num_classes} must be >= 1 and "
+                           f"calibration architectures {calibration_archs} >= 0.")
+  return tuple(int(r) for r in resolution)
+
+
+def check_metadata(found: dict, expected: dict, source: str, fields=IDENTITY_FIELDS) -> None:
+  """Raises a TableError naming every field of `fields` where `found` differs from `expected`."""
+  differences = [f"{field} is {found.get(field)!r}, expected {expected.get(field)!r}"
+                 for field in fields if found.get(field) != expected.get(field)]
+  if differences:
+    raise TableError(f"Latency table {source} was built for something else: {'; '.join(differences)}.")
+
+
+# Tables ---------------------------------------------------------------------------------------------
+
+class LatencyTable:
+  """A finished table: per layer, per choice, the cost in ms, measured and calibrated.
+
+  Attributes:
+    metadata: see `make_metadata`.
+    choices: per layer, the operator names (the order of the cost lists).
+    measured_ops_ms, measured_base_ms: the raw per-op table; base = stem (+ first op) + head.
+    ops_ms, base_ms: the calibrated table (equal to the measured one without calibration networks).
+    calibration: the fit's scale, lambda and leave-one-out error, and the networks it used.
+  """
+
+  def __init__(self, data: dict):
+    self.data = data
+    self.metadata = data["metadata"]
+    self.choices = tuple(tuple(layer) for layer in data["choices"])
+    self.measured_ops_ms = _nested(data["measured"]["ops_ms"])
+    self.measured_base_ms = float(data["measured"]["base_ms"])
+    self.ops_ms = _nested(data["calibrated"]["ops_ms"])
+    self.base_ms = float(data["calibrated"]["base_ms"])
+    self.calibration = data["calibrated"]
+
+  def costs(self, calibrated: bool = True) -> tuple[tuple[tuple[float, ...], ...], float]:
+    """(ops_ms, base_ms) of the calibrated or the measured table."""
+    return (self.ops_ms, self.base_ms) if calibrated else (self.measured_ops_ms, self.measured_base_ms)
+
+
+def _nested(rows):
+  return tuple(tuple(float(v) for v in row) for row in rows)
+
+
+def load_table(path: str, expected: dict | None = None) -> LatencyTable:
+  """Loads a finished table, checking it against `expected` metadata when given.
+
+  Raises:
+    TableError: the file is missing, corrupt or unfinished, or differs from `expected` (the message
+      names each differing field).
+  """
+  data = _read(path)
+  if not data.get("complete"):
+    raise TableError(f"Latency table {path} is unfinished; run the build again to resume it.")
+  if expected is not None:
+    check_metadata(data["metadata"], expected, path)
+  try:
+    table = LatencyTable(data)
+  except (KeyError, TypeError, ValueError) as error:
+    raise TableError(f"Latency table {path} is corrupt: missing or malformed {error}.") from error
+  if [len(c) for c in table.choices] != [len(o) for o in table.ops_ms]:
+    raise TableError(f"Latency table {path} is corrupt: its cost lists do not match its choices.")
+  return table
+
+
+def _read(path: str) -> dict:
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except OSError as error:
+    raise TableError(f"Cannot read latency table {path}: {error.strerror}.") from error
+  except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    raise TableError(f"Latency table {path} is corrupt (not valid JSON: {error}).") from error
+  if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(
+      data.get("metadata"), dict) or not isinstance(data.get("measurements", {}), dict):
+    raise TableError(f"Latency table {path} is corrupt: it is not a {FORMAT} file.")
+  return data
+
+
+def _write_atomic(path: str, data: dict) -> None:
+  """Writes JSON so that a reader (or a crash) never sees a half-written file."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  handle, temp = tempfile.mkstemp(dir=directory, prefix=".latency_", suffix=".tmp")
+  with os.fdopen(handle, "w") as f:
+    json.dump(data, f, indent=1)
+  os.replace(temp, path)
+
+
+# What to measure ------------------------------------------------------------------------------------
+
+def _input_model(shape, layer):
+  import keras  # pylint: disable=g-import-not-at-top
+  inputs = keras.Input(tuple(shape))
+  return keras.Model(inputs, layer(inputs))
+
+
+def _stem_model(space, shape):
+  import keras  # pylint: disable=g-import-not-at-top
+  from pcnas_tf import ops  # pylint: disable=g-import-not-at-top
+  inputs = keras.Input(tuple(shape))
+  x = ops.stem_layer(space)(inputs)
+  first_op = ops.first_op_layer(space)
+  return keras.Model(inputs, first_op(x) if first_op is not None else x)
+
+
+def _op_probes(space, resolution) -> list[list[tuple[str, tuple, Callable | None]]]:
+  """Per layer and choice: (measurement key, input shape, model factory or None when it costs 0)."""
+  from pcnas_tf import ops  # pylint: disable=g-import-not-at-top
+  sizes = cost.layer_input_sizes(space, resolution)
+  in_channels = space.layer_input_channels()
+  probes = []
+  for index, layer in enumerate(space.layers):
+    shape = (*sizes[index], in_channels[index])
+    row = []
+    for op in layer.choices:
+      key = f"op/{op}/{'x'.join(map(str, shape))}/{layer.channels}/s{layer.stride}"
+      free = cost.op_cost(op, shape[2], layer.channels, layer.stride, *shape[:2]).flops == 0
+      factory = None if free else (lambda i=index, o=op: ops.candidate_layer(space, i, o))
+      row.append((key, shape, factory))
+    probes.append(row)
+  return probes
+
+
+def _head_shape(space, resolution):
+  height, width = cost.layer_input_sizes(space, resolution)[-1]
+  stride = space.layers[-1].stride
+  return (-(-height // stride), -(-width // stride), space.layers[-1].channels)
+
+
+def random_archs(space, n: int, seed: int, exclude: Sequence[str] = ()) -> list[str]:
+  """`n` distinct uniformly random architectures as compact strings, none of them in `exclude`."""
+  rng, taken, archs = np.random.default_rng(seed), set(exclude), []
+  n = min(n, space.size() - len(taken))
+  while len(archs) < n:
+    path = [int(rng.integers(len(layer.choices))) for layer in space.layers]
+    arch = space.arch_to_string(space.arch_from_indices(path))
+    if arch not in taken:
+      taken.add(arch)
+      archs.append(arch)
+  return archs
+
+
+def _jobs(space, metadata, calibration_archs):
+  """(key, input shape without batch, model factory) of every measurement the table needs."""
+  from pcnas_tf import model as model_lib  # pylint: disable=g-import-not-at-top
+  from pcnas_tf import ops  # pylint: disable=g-import-not-at-top
+  resolution, channels = tuple(metadata["resolution"]), metadata["channels"]
+  image = (*resolution, channels)
+  jobs = [("stem", image, lambda: _stem_model(space, image)),
+          ("head", _head_shape(space, resolution),
+           lambda: _input_model(_head_shape(space, resolution),
+                                ops.head_layer(space, metadata["num_classes"])))]
+  for row in _op_probes(space, resolution):
+    jobs += [(key, shape, lambda f=factory, s=shape: _input_model(s, f()))
+             for key, shape, factory in row if factory is not None]
+  for arch in calibration_archs:
+    jobs.append((f"arch/{arch}", image, lambda a=arch: model_lib.build_model(
+        space.parse_arch(a), space, image, metadata["num_classes"])))
+  unique = {}
+  for key, shape, factory in jobs:
+    unique.setdefault(key, (key, shape, factory))
+  return list(unique.values())
+
+
+# Building -------------------------------------------------------------------------------------------
+
+def build_table(space, config: backends_lib.BackendConfig, batch: int, resolution, output: str,
+                channels: int = 3, num_classes: int = 10, calibration_archs: int = 40, seed: int = 0,
+                backend: backends_lib.Backend | None = None, progress: bool = True) -> LatencyTable:
+  """Measures and calibrates a table into `output`, resuming from it if it holds a matching build.
+
+  Args:
+    space: the `SearchSpace`.
+    config: the backend and its settings.
+    batch, resolution, channels, num_classes: the input the networks are timed at.
+    output: the JSON file, rewritten after every measurement.
+    calibration_archs: random whole networks the table is fitted to (0: no calibration).
+    seed: picks the calibration networks.
+    backend: the timer (default: `make_backend(config)`); tests inject fakes.
+    progress: show a tqdm progress bar.
+
+  Raises:
+    UserError: bad settings; `output` holds a table built for something else; backend unavailable.
+  """
+  backend = backend or backends_lib.make_backend(config)
+  metadata = make_metadata(space, config, backend.device(), batch, resolution, channels, num_classes,
+                           calibration_archs, seed)
+  state = _start_or_resume(output, metadata, space, calibration_archs, seed)
+  if not state.get("complete"):
+    _measure_missing(state, space, backend, output, progress)
+    _finish(state, space)
+    _write_atomic(output, state)
+  return load_table(output, metadata)
+
+
+def _start_or_resume(output, metadata, space, calibration_archs, seed) -> dict:
+  if os.path.exists(output):
+    state = _read(output)
+    check_metadata(state["metadata"], metadata, output, CACHE_FIELDS)
+    return state
+  return {"format": FORMAT, "metadata": metadata, "complete": False, "measurements": {},
+          "calibration_archs": random_archs(space, calibration_archs, seed)}
+
+
+def _measure_missing(state, space, backend, output, progress) -> None:
+  import keras  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  batch = state["metadata"]["batch"]
+  jobs = _jobs(space, state["metadata"], state["calibration_archs"])
+  todo = [job for job in jobs if job[0] not in state["measurements"]]
+  with tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not progress,
+            desc=f"latency table ({state['metadata']['backend']})", unit="model") as bar:
+    for key, shape, factory in todo:
+      timing = backend.measure(factory(), (batch, *shape))
+      state["measurements"][key] = vars(timing)
+      _write_atomic(output, state)
+      keras.backend.clear_session()  # the models are throw-away; keep graph memory flat
+      bar.update(1)
+
+
+def _finish(state, space) -> None:
+  """Turns the measurements into the measured and calibrated tables."""
+  metadata, measured = state["metadata"], state["measurements"]
+  value = lambda key: backends_lib.Timing(**measured[key]).value(metadata["settings"]["estimator"])
+  probes = _op_probes(space, tuple(metadata["resolution"]))
+  ops_ms = [[value(key) if factory is not None else 0.0 for key, _, factory in row] for row in probes]
+  base_ms = value("stem") + value("head")
+  archs = state["calibration_archs"]
+  fit = calibration.fit([space.indices(space.parse_arch(a)) for a in archs],
+                        [value(f"arch/{a}") for a in archs], ops_ms, base_ms)
+  state["choices"] = [list(layer.choices) for layer in space.layers]
+  state["measured"] = {"ops_ms": ops_ms, "base_ms": base_ms}
+  state["calibrated"] = {"ops_ms": [list(r) for r in fit.ops_ms], "base_ms": fit.base_ms,
+                         "scale": fit.scale, "ridge_lambda": _finite_or_none(fit.ridge_lambda),
+                         "loo_rmse_ms": _finite_or_none(fit.loo_rmse_ms), "networks": len(archs)}
+  state["complete"] = True
+
+
+def _finite_or_none(value):
+  return value if math.isfinite(value) else None  # JSON has no inf or NaN
+
+
+def cache_key(metadata: dict) -> str:
+  blob = json.dumps({field: metadata[field] for field in CACHE_FIELDS}, sort_keys=True).encode()
+  return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def get_or_build_table(cache_dir: str, space, backend: str | backends_lib.BackendConfig, batch: int,
+                       resolution, channels: int = 3, num_classes: int = 10,
+                       calibration_archs: int = 40, seed: int = 0, progress: bool = True,
+                       timer: backends_lib.Backend | None = None) -> LatencyTable:
+  """The table for these settings on this device: reused from `cache_dir`, else built (or resumed) there.
+
+  The cache is keyed by `CACHE_FIELDS` (space fingerprint, backend and its settings, device, TF version,
+  batch, resolution, ...), so a change to any of them builds a new table.
+  """
+  config = backend if isinstance(backend, backends_lib.BackendConfig) else backends_lib.BackendConfig(
+      name=backend)
+  timer = timer or backends_lib.make_backend(config)
+  metadata = make_metadata(space, config, timer.device(), batch, resolution, channels, num_classes,
+                           calibration_archs, seed)
+  path = os.path.join(cache_dir, f"{space.name}_{config.name}_{cache_key(metadata)}.json")
+  return build_table(space, config, batch, resolution, path, channels, num_classes, calibration_archs,
+                     seed, timer, progress)

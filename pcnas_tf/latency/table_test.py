@@ -1,0 +1,136 @@
+"""Tests of building, resuming, calibrating, caching and loading latency tables (with a fake timer)."""
+
+import json
+
+import pytest
+
+from pcnas_tf import errors
+from pcnas_tf import space as space_lib
+from pcnas_tf.latency import backends
+from pcnas_tf.latency import constraint
+from pcnas_tf.latency import table as table_lib
+
+SPACE = space_lib.SearchSpace(
+    name="tiny", stem_channels=8, stem_stride=1, first_op=None,
+    layers=(space_lib.LayerSpec(8, 1, ("Identity", "MBConv_3_3")),
+            space_lib.LayerSpec(16, 2, ("Identity", "MBConv_3_3", "MBConv_6_5"))),
+    head_channels=16, activation="relu")
+CONFIG = backends.BackendConfig("tflite", runs=3)
+SHAPE = dict(batch=2, resolution=8, calibration_archs=5)
+OVERHEAD_MS = 0.5
+
+
+class FakeBackend(backends.Backend):
+  """Latency = parameters / 1000 + a per-call overhead: additive, so the truth is known exactly.
+
+  A real whole network pays the overhead once, while the summed per-op table pays it per tiny model.
+  """
+
+  def __init__(self, fail_after=None):
+    super().__init__(CONFIG)
+    self.calls, self.fail_after = 0, fail_after
+
+  def device(self):
+    return "fake device"
+
+  def measure(self, model, input_shape):
+    if self.fail_after is not None and self.calls >= self.fail_after:
+      raise KeyboardInterrupt("simulated interruption")
+    self.calls += 1
+    latency = model.count_params() / 1000 + OVERHEAD_MS
+    return backends.Timing(latency, latency * 1.1, 0.1, 3)
+
+
+def _build(path, backend=None, **overrides):
+  return table_lib.build_table(SPACE, CONFIG, output=str(path), backend=backend or FakeBackend(),
+                               progress=False, **{**SHAPE, **overrides})
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+  path = tmp_path_factory.mktemp("table") / "tiny.json"
+  return path, _build(path)
+
+
+def test_table_has_metadata_and_both_tables(built):
+  path, table = built
+  data = json.loads(path.read_text())
+  assert data["complete"] and data["metadata"]["batch"] == 2
+  assert data["metadata"]["space_fingerprint"] == SPACE.fingerprint()
+  assert table.measured_ops_ms[0][0] == 0.0  # a shape-keeping Identity is free and not timed
+  assert len(table.ops_ms) == 2 and len(table.ops_ms[1]) == 3
+
+
+def test_calibration_removes_the_per_model_overhead(built):
+  _, table = built
+  arch = ("MBConv_3_3", "MBConv_6_5")
+  backend = FakeBackend()
+  from pcnas_tf import model as model_lib  # pylint: disable=g-import-not-at-top
+  truth = backend.measure(model_lib.build_model(arch, SPACE, (8, 8, 3), 10), (2, 8, 8, 3)).min_ms
+  raw_error = abs(constraint.predict(arch, table, calibrated=False) - truth)
+  assert raw_error == pytest.approx(3 * OVERHEAD_MS, abs=1e-6)  # stem, head and two ops vs one call
+  assert abs(constraint.predict(arch, table) - truth) < 0.1 * raw_error
+
+
+def test_interrupted_build_resumes_without_remeasuring(tmp_path, built):
+  _, reference = built
+  path = tmp_path / "tiny.json"
+  with pytest.raises(KeyboardInterrupt):
+    _build(path, FakeBackend(fail_after=4))
+  assert len(json.loads(path.read_text())["measurements"]) == 4
+  with pytest.raises(table_lib.TableError, match="unfinished"):
+    table_lib.load_table(str(path))
+  resumed = FakeBackend()
+  table = _build(path, resumed)
+  assert resumed.calls == FakeBackend().calls + len(json.loads(path.read_text())["measurements"]) - 4
+  assert table.ops_ms == reference.ops_ms
+
+
+def test_loading_a_table_for_another_batch_names_the_field(built):
+  path, table = built
+  expected = {**table.metadata, "batch": 16}
+  with pytest.raises(table_lib.TableError, match="batch is 2, expected 16"):
+    table_lib.load_table(str(path), expected)
+
+
+def test_resuming_into_a_file_of_another_space_is_refused(built):
+  path, _ = built
+  with pytest.raises(table_lib.TableError, match="space_fingerprint"):
+    table_lib.build_table(space_lib.macro_space(0.125), CONFIG, output=str(path),
+                          backend=FakeBackend(), progress=False, **SHAPE)
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"format": "other"}'])
+def test_corrupt_files_are_user_errors(tmp_path, content):
+  path = tmp_path / "bad.json"
+  path.write_text(content)
+  with pytest.raises(table_lib.TableError, match="corrupt"):
+    table_lib.load_table(str(path))
+
+
+def test_cache_reuses_a_matching_table(tmp_path):
+  first = FakeBackend()
+  table_lib.get_or_build_table(str(tmp_path), SPACE, CONFIG, progress=False, timer=first, **SHAPE)
+  again = FakeBackend()
+  table_lib.get_or_build_table(str(tmp_path), SPACE, CONFIG, progress=False, timer=again, **SHAPE)
+  assert first.calls > 0 and again.calls == 0
+  other = FakeBackend()
+  table_lib.get_or_build_table(str(tmp_path), SPACE, CONFIG, progress=False, timer=other,
+                               **{**SHAPE, "batch": 1})
+  assert other.calls == first.calls and len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_batch_below_one_is_a_user_error(tmp_path):
+  with pytest.raises(errors.UserError, match="Batch size 0 must be >= 1"):
+    _build(tmp_path / "t.json", batch=0)
+
+
+def test_unknown_backend_is_a_user_error(tmp_path):
+  with pytest.raises(errors.UserError, match="Unknown latency backend 'tpu'; allowed: tflite, tf"):
+    table_lib.get_or_build_table(str(tmp_path), SPACE, "tpu", batch=1, resolution=8)
+
+
+def test_random_archs_are_distinct_and_exclude_given_ones():
+  first = table_lib.random_archs(SPACE, 3, seed=0)
+  rest = table_lib.random_archs(SPACE, 10, seed=1, exclude=first)
+  assert len(set(first + rest)) == SPACE.size() and len(rest) == SPACE.size() - 3
