@@ -1,0 +1,66 @@
+"""Exports a trained PC-NAS model for serving, checks every export against it, and times each one.
+
+  .venv/bin/python -m export.export_main --model=run/model.keras --output_dir=run/export \
+      --formats=saved_model,tflite,tflite_int8,onnx,backbone [--overwrite] [--batch=16]
+
+The model's space, architecture and predicted latency come from `train_result.json` or
+`search_result.json` next to it, from --search_result, or from --space/--width (and --arch, checked
+against the model's layers). Parity images are the first --parity_images of the data set's test split;
+int8 calibration images come from the validation carve-out of its training split. Figures are written to
+<output_dir>/export_result.json; a parity failure exits non-zero with them.
+"""
+
+import json
+
+from absl import flags
+
+from export import export_lib
+from pcnas_tf import data
+from pcnas_tf import errors
+from pcnas_tf import space as space_lib
+
+_MODEL = flags.DEFINE_string("model", None, "The .keras model to export.", required=True)
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory for the exports.", required=True)
+_FORMATS = flags.DEFINE_string("formats", ",".join(export_lib.DEFAULT_FORMATS),
+                               f"Comma-separated formats: {', '.join(export_lib.FORMATS)}.")
+_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace exports in an existing output directory.")
+_BATCH = flags.DEFINE_integer("batch", 16, "Batch size for latency measurement and parity runs.")
+_SEARCH_RESULT = flags.DEFINE_string("search_result", None,
+                                     "A search_result.json or train_result.json describing the model "
+                                     "(default: one next to the model).")
+_SPACE = flags.DEFINE_string("space", None, "Search space name or .json spec (overrides the result file).")
+_WIDTH = flags.DEFINE_float("width", 1.0, "Width multiplier of --space.")
+_ARCH = flags.DEFINE_string("arch", None, "Expected architecture; an error if the model's differs.")
+_DATASET = flags.DEFINE_string("dataset", data.FASHION_MNIST, "Data set of parity and calibration images.")
+_DATA_DIR = flags.DEFINE_string("data_dir", data.DEFAULT_DATA_DIR, "tfds data directory.")
+_PARITY_IMAGES = flags.DEFINE_integer("parity_images", 256, "Test images for the parity checks.")
+_REPRESENTATIVE_IMAGES = flags.DEFINE_integer("representative_images", 256,
+                                              "Training-split images to calibrate int8 quantisation.")
+_LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 20, "Timed runs per format (min and median).")
+
+
+def main(argv) -> None:
+  del argv
+  config = export_lib.ExportConfig(output_dir=_OUTPUT_DIR.value,
+                                   formats=export_lib.parse_formats(_FORMATS.value),
+                                   overwrite=_OVERWRITE.value, batch=_BATCH.value,
+                                   latency_runs=_LATENCY_RUNS.value)
+  # Checked before the model loads, so a forgotten --overwrite fails in a second.
+  export_lib.check_output_dir(config.output_dir, config.overwrite)
+  model = export_lib.load_model(_MODEL.value)
+  space = space_lib.get_space(_SPACE.value, _WIDTH.value) if _SPACE.value else None
+  spec = export_lib.resolve_spec(model, _SEARCH_RESULT.value or export_lib.find_spec_file(_MODEL.value),
+                                 space, _ARCH.value)
+  height, _, channels = spec.input_shape
+  data_config = data.DataConfig(dataset=_DATASET.value, data_dir=_DATA_DIR.value, resolution=height,
+                                channels=channels)
+  images = export_lib.dataset_images(data_config, "test", _PARITY_IMAGES.value)
+  representative = (export_lib.dataset_images(data_config, "validation", _REPRESENTATIVE_IMAGES.value)
+                    if "tflite_int8" in config.formats else None)
+  result = export_lib.run_export(model, spec, config, images, representative)
+  for name, entry in result["formats"].items():
+    print(name, json.dumps({key: entry[key] for key in ("parity", "latency") if key in entry}))
+
+
+if __name__ == "__main__":
+  errors.run_main(main)
