@@ -38,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--batch", type=int, default=1)
   parser.add_argument("--archs", type=int, default=None, help="held-out networks (overrides the default)")
   parser.add_argument("--runs", type=int, default=None, help="timed runs per model (default 40; quick 20)")
+  parser.add_argument("--spaces", default=None, help="comma-separated subset, e.g. macro")
   parser.add_argument("--work_dir", default="runs/latency_bench")
   return parser.parse_args(argv)
 
@@ -95,7 +96,9 @@ def main(argv=None) -> None:
   args.runs = args.runs or (20 if args.quick else 40)
   os.makedirs(args.work_dir, exist_ok=True)
   start = time.time()
-  results = [run_space(args, *setting) for setting in (QUICK if args.quick else FULL)]
+  settings = [s for s in (QUICK if args.quick else FULL)
+              if args.spaces is None or s[0] in args.spaces.split(",")]
+  results = [run_space(args, *setting) for setting in settings]
   print(f"Latency table vs. end-to-end timing on {results[0]['device']} ({args.backend}, batch "
         f"{args.batch}, min of {args.runs} runs); cal = calibrated table, raw = summed per-op timings.")
   print_table(results)

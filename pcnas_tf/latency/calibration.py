@@ -83,7 +83,8 @@ def fit(paths: Sequence[Sequence[int]], latencies_ms: Sequence[float],
       best = (rmse, ridge_lambda, coefficients)
   rmse, ridge_lambda, coefficients = best
   scale = 1.0 + coefficients[1]
-  ops = prior * scale + coefficients[2:]
+  # Few networks for many features can push a rarely seen op below zero; no operator takes negative time.
+  ops = np.maximum(prior * scale + coefficients[2:], 0.0)
   return Fit(_split(ops, num_choices), float(measured_base_ms + coefficients[0]), float(scale),
              ridge_lambda, rmse)
 

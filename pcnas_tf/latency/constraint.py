@@ -70,15 +70,22 @@ class Constraint:
 
   def range(self, partial_arch: Sequence[str] = ()) -> tuple[float, float]:
     """The min and max cost over all completions of `partial_arch` (the whole space when empty)."""
-    prefix = [self.space.layers[i].choices.index(op) if op in self.space.layers[i].choices else -1
-              for i, op in enumerate(partial_arch)]
-    return sampling.cost_range(self.costs, prefix)
+    return sampling.cost_range(self.costs, _partial_path(self.space, partial_arch))
 
   def resolve_budget(self, spec: str | float) -> float:
     return resolve_budget(spec, self)
 
   def sampler(self, budget: float) -> sampling.FeasibleSampler:
     return sampling.FeasibleSampler(self.costs, budget)
+
+
+def _partial_path(space, partial_arch):
+  """Choice indices of a partial architecture, with the space's error for a bad operator."""
+  if len(partial_arch) > space.num_layers:
+    raise errors.UserError(f"Partial model has {len(partial_arch)} operators; the space has "
+                           f"{space.num_layers} layers.")
+  padded = tuple(partial_arch) + space.arch_from_indices([0] * space.num_layers)[len(partial_arch):]
+  return space.indices(padded)[:len(partial_arch)]
 
 
 def make_constraint(kind: str, space, table: table_lib.LatencyTable | None = None,

@@ -86,3 +86,9 @@ def test_latency_constraint_rejects_table_of_another_space():
 def test_unknown_constraint_kind():
   with pytest.raises(errors.UserError, match="allowed: latency, flops, params"):
     constraint.make_constraint("energy", SPACE)
+
+
+def test_partial_model_with_a_foreign_operator_is_a_user_error():
+  latency = constraint.make_constraint("latency", SPACE, table=_table())
+  with pytest.raises(errors.UserError, match="not allowed at layer 0"):
+    latency.range(("MBConv_6_5",))
