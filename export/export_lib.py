@@ -21,7 +21,6 @@ import dataclasses
 import json
 import os
 import shutil
-import statistics
 import tempfile
 import time
 import warnings
@@ -36,6 +35,7 @@ from pcnas_tf import data
 from pcnas_tf import errors
 from pcnas_tf import ops  # pylint: disable=unused-import  (registers the layers for deserialisation)
 from pcnas_tf import space as space_lib
+from pcnas_tf.latency import backends
 
 FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx", "tensorrt", "backbone")
 DEFAULT_FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx", "backbone")
@@ -591,15 +591,9 @@ def predict_in_batches(predict: Predict, images: np.ndarray, batch: int) -> np.n
 
 def measure_latency(predict: Predict, images: np.ndarray, runs: int = 20, warmup: int = 3) -> dict:
   """Milliseconds per call of `predict(images)`: min and median of `runs`, after `warmup` calls."""
-  for _ in range(warmup):
-    predict(images)
-  times = []
-  for _ in range(runs):
-    start = time.perf_counter()
-    predict(images)
-    times.append((time.perf_counter() - start) * 1e3)
-  return {"batch": len(images), "runs": runs, "min_ms": round(min(times), 3),
-          "median_ms": round(statistics.median(times), 3)}
+  timing = backends.time_calls(lambda: predict(images), warmup, runs)
+  return {"batch": len(images), "runs": timing.runs, "min_ms": round(timing.min_ms, 3),
+          "median_ms": round(timing.median_ms, 3), "spread_ms": round(timing.spread_ms, 3)}
 
 
 def parity(reference: np.ndarray, outputs: np.ndarray) -> dict:
