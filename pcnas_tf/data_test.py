@@ -1,6 +1,5 @@
 """Tests of the data module on a 300-image slice of Debian's Fashion-MNIST and tiny image folders."""
 
-import gzip
 import os
 import subprocess
 import sys
@@ -13,28 +12,9 @@ import tensorflow as tf
 from pcnas_tf import data
 from pcnas_tf import fashion_mnist
 from pcnas_tf import space
+from pcnas_tf import testing
 
 NUM_TRAIN, NUM_TEST, NUM_VALIDATION = 300, 100, 50
-
-
-def write_idx(path, array):
-  magic = 0x800 + array.ndim
-  header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
-  with gzip.open(path, "wb") as f:
-    f.write(header + array.astype(np.uint8).tobytes())
-
-
-def write_fashion_slice(directory, labels_offset=0):
-  """The first images of each real split, as IDX files like Debian's; returns the train images."""
-  os.makedirs(directory, exist_ok=True)
-  train_images = None
-  for split, count in (("train", NUM_TRAIN), ("test", NUM_TEST)):
-    images, labels = fashion_mnist.read_split(data.DEBIAN_FASHION_MNIST, split)
-    images_file, labels_file = fashion_mnist.FILES[split]
-    write_idx(os.path.join(directory, images_file), images[:count, ..., 0])
-    write_idx(os.path.join(directory, labels_file), labels[:count] + labels_offset)
-    train_images = images[:NUM_TRAIN] if split == "train" else train_images
-  return train_images
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +23,7 @@ def fashion(tmp_path_factory):
   if not os.path.exists(data.DEBIAN_FASHION_MNIST):
     pytest.skip("Debian's dataset-fashion-mnist is not installed (`make setup` installs it).")
   root = tmp_path_factory.mktemp("fashion")
-  train_images = write_fashion_slice(str(root / "idx"))
+  train_images = testing.write_fashion_slice(str(root / "idx"), NUM_TRAIN, NUM_TEST)
   config = data.DataConfig(data_dir=str(root / "tfds"), idx_dir=str(root / "idx"),
                            validation=NUM_VALIDATION, channels=1)
   fashion_mnist.prepare(config.data_dir, config.idx_dir)
@@ -129,7 +109,7 @@ def test_carve_out_of_nothing_is_an_error(validation):
 def test_labels_outside_the_class_range_are_an_error(tmp_path):
   if not os.path.exists(data.DEBIAN_FASHION_MNIST):
     pytest.skip("Debian's dataset-fashion-mnist is not installed.")
-  write_fashion_slice(str(tmp_path / "idx"), labels_offset=1)  # Labels 1..10; 10 is out of range.
+  testing.write_fashion_slice(str(tmp_path / "idx"), NUM_TRAIN, NUM_TEST, labels_offset=1)  # Labels 1..10; 10 is out of range.
   with pytest.raises(data.DataError, match=r"Label 10 .* outside the class range 0..9"):
     fashion_mnist.prepare(str(tmp_path / "tfds"), str(tmp_path / "idx"))
 

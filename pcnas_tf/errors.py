@@ -29,6 +29,9 @@ def report(error: BaseException) -> None:
 
 def run_main(main) -> None:
   """`absl.app.run(main)` with user errors reported in one sentence and exit status 2."""
+  # `bazel run` starts binaries in the runfiles tree; relative paths should mean the user's directory.
+  if "BUILD_WORKING_DIRECTORY" in os.environ:
+    os.chdir(os.environ["BUILD_WORKING_DIRECTORY"])
 
   def guarded(argv):
     try:

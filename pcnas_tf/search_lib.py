@@ -102,6 +102,7 @@ class Search:
 
   def __init__(self, config: SearchConfig, work_dir: str, progress=True):
     self.config, self.work_dir, self.progress = config, work_dir, progress
+    keras.utils.set_random_seed(config.seed)  # the supergraph's initial weights
     self.space = space_lib.get_space(config.space, config.width)
     self.strategy = trainer_lib.make_strategy(config.strategy)
     self.splits = data_lib.load(config.data, min_resolution=self.space.total_stride)

@@ -1,0 +1,146 @@
+"""End-to-end tests of the search on a tiny space and a slice of Fashion-MNIST."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from pcnas_tf import checkpoint
+from pcnas_tf import errors
+from pcnas_tf import search_lib
+from pcnas_tf import testing
+from pcnas_tf import trainer as trainer_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+  """A search config that finishes in seconds: 3 mixops, 8x8 images, a few steps per epoch."""
+  root = tmp_path_factory.mktemp("search")
+  space_path = root / "tiny_space.json"
+  space_path.write_text(json.dumps(testing.tiny_space().to_json()))
+  data = testing.tiny_fashion(str(root), resolution=8, validation=128, deterministic=True)
+  return search_lib.SearchConfig(
+      space=str(space_path), pool_size=2, num_samples=3, warmup_epochs=1, interval_epochs=1,
+      steps_per_epoch=2, batch_size=16, constraint="flops", budget="0.6", eval_batch_size=32,
+      eval_batches=2, strategy="one_device", checkpoint_every=1, data=data)
+
+
+def test_search_writes_a_final_pool_within_budget_and_its_pictures(tiny_config, tmp_path):
+  result = search_lib.run_search(tiny_config, str(tmp_path), progress=False)
+  pool = result["final_pool"]
+  assert 1 <= len(pool) <= 2 and result["chosen"] == pool[0]
+  assert all(len(member["arch"]) == 3 for member in pool)
+  assert all(member["predicted_flops"] <= result["constraint"]["budget"] for member in pool)
+  assert [m["potential"] for m in pool] == sorted((m["potential"] for m in pool), reverse=True)
+  assert len(result["intervals"]) == 3 and len(result["log"]) == 1 + 3
+  for name in ("search_result.json", "search.png", "chosen_arch.png", "config.json"):
+    assert os.path.getsize(tmp_path / name) > 0
+  assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
+  with open(tmp_path / "search_result.json") as f:
+    assert json.load(f)["chosen"]["arch_string"] == result["chosen"]["arch_string"]
+
+
+def test_second_search_on_a_locked_work_dir_is_refused(tiny_config, tmp_path):
+  search_lib.prepare_work_dir(str(tmp_path), tiny_config, overwrite=False)
+  with checkpoint.WorkDirLock(str(tmp_path)):
+    with pytest.raises(errors.UserError, match="in use by another search"):
+      search_lib.run_search(tiny_config, str(tmp_path), progress=False)
+
+
+def test_work_dir_of_another_config_is_refused_unless_overwritten(tiny_config, tmp_path):
+  search_lib.prepare_work_dir(str(tmp_path), tiny_config, overwrite=False)
+  other = dataclasses.replace(tiny_config, pool_size=3)
+  with pytest.raises(errors.UserError, match="pool_size was 2, now 3.*--overwrite"):
+    search_lib.prepare_work_dir(str(tmp_path), other, overwrite=False)
+  search_lib.prepare_work_dir(str(tmp_path), other, overwrite=True)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"pool_size": 0}, "Pool size P .* is 0; it must be at least 1"),
+    ({"num_samples": 0}, "Evaluation number S .* is 0"),
+    ({"warmup_epochs": -1}, "Warm-up epochs Tw .* is -1"),
+    ({"interval_epochs": -2}, "Interval epochs Ti .* is -2"),
+    ({"space": "medium"}, "Unknown search space 'medium'"),
+    ({"sampling": "greedy"}, "Sampling 'greedy' is unknown"),
+])
+def test_bad_settings_are_one_clear_sentence(tiny_config, change, message):
+  with pytest.raises(errors.UserError, match=message):
+    dataclasses.replace(tiny_config, **change).validate()
+
+
+def test_budget_below_the_cheapest_architecture_states_the_minimum(tiny_config, tmp_path):
+  config = dataclasses.replace(tiny_config, budget="1000")
+  with pytest.raises(errors.UserError, match=r"below the cheapest architecture of the space, \d+ FLOPs"):
+    search_lib.run_search(config, str(tmp_path), progress=False)
+
+
+def test_unwritable_work_dir_is_refused(tiny_config, tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  with pytest.raises(errors.UserError, match="Cannot create work directory"):
+    search_lib.prepare_work_dir(str(blocker / "run"), tiny_config, overwrite=False)
+
+
+def test_diverging_loss_stops_with_a_clear_error_and_keeps_checkpoints(tiny_config, tmp_path):
+  config = dataclasses.replace(tiny_config, learning_rate=1e12, final_learning_rate=1e12)
+  with pytest.raises(trainer_lib.DivergedError, match="last good checkpoint"):
+    search_lib.run_search(config, str(tmp_path), progress=False)
+
+
+def test_cli_bad_flag_exits_non_zero_with_one_line(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "pcnas_tf.search_main", "--pool_size=0", f"--work_dir={tmp_path}"],
+      capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: Pool size P (--pool_size) is 0; it must be at least 1.")
+  assert "Traceback" not in result.stderr
+
+
+_RUNNER = textwrap.dedent('''
+    import json, sys
+    from pcnas_tf import data, search_lib
+    fields = json.loads(sys.argv[2])
+    fields["data"] = data.DataConfig(**fields["data"])
+    search_lib.run_search(search_lib.SearchConfig(**fields), sys.argv[1], progress=False)
+''')
+
+
+def _start(config, work_dir):
+  return subprocess.Popen([sys.executable, "-c", _RUNNER, work_dir, json.dumps(config.to_json())],
+                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _kill_after_checkpoint(config, work_dir, number, timeout=300):
+  process, deadline = _start(config, work_dir), time.time() + timeout
+  target = os.path.join(work_dir, "checkpoints", f"ckpt-{number:08d}")
+  while not os.path.exists(target) and process.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+
+
+@pytest.mark.slow
+def test_search_killed_in_warmup_training_and_evaluation_resumes_to_the_same_pool(tiny_config, tmp_path):
+  reference = search_lib.run_search(tiny_config, str(tmp_path / "reference"), progress=False)
+  work_dir = str(tmp_path / "killed")
+  # Checkpoints of this config: 1 mid warm-up, 4 mid interval-1 training, 6 between interval-2 trials.
+  for number in (1, 4, 6):
+    _kill_after_checkpoint(tiny_config, work_dir, number)
+  process = _start(tiny_config, work_dir)
+  _, stderr = process.communicate(timeout=600)
+  assert process.returncode == 0, stderr[-2000:]
+  with open(os.path.join(work_dir, "search_result.json")) as f:
+    resumed = json.load(f)
+  assert resumed["final_pool"] == reference["final_pool"]
+  # Compared as JSON text: potentials of infeasible candidates are NaN, and NaN != NaN.
+  assert json.dumps(resumed["intervals"], sort_keys=True) == json.dumps(
+      json.loads(json.dumps(reference["intervals"])), sort_keys=True)
