@@ -56,6 +56,8 @@ class SearchConfig:
   budget: str = "0.5"                # a fraction of [min, max] cost, or an absolute value ("12ms")
   latency_backend: str = "tflite"
   latency_batch: int = 16
+  latency_cache_dir: str = "~/.cache/pcnas_tf/latency"
+  calibration_archs: int = 40
   sampling: str = "exact"
   bn_mode: str = "batch"
   eval_batch_size: int = 256
@@ -115,7 +117,7 @@ class Search:
         self.space, self.splits.image_shape, self.splits.num_classes, self.strategy, config.batch_size,
         schedule, config.momentum, True, config.weight_decay)
     self.constraint = constraint_lib.build(self.space, self.splits.image_shape,
-                                           self.splits.num_classes, config, work_dir)
+                                           self.splits.num_classes, config, progress)
     self.num_choices = tuple(len(layer.choices) for layer in self.space.layers)
     self.oracle = oracle_lib.PCNASOracle(self.num_choices, config.pool_size, seed=config.seed)
     self.oracle._set_project_dir(work_dir, "oracle")  # pylint: disable=protected-access

@@ -78,7 +78,7 @@ def test_bad_settings_are_one_clear_sentence(tiny_config, change, message):
 
 def test_budget_below_the_cheapest_architecture_states_the_minimum(tiny_config, tmp_path):
   config = dataclasses.replace(tiny_config, budget="1000")
-  with pytest.raises(errors.UserError, match=r"below the cheapest architecture of the space, \d+ FLOPs"):
+  with pytest.raises(errors.UserError, match=r"below the minimum achievable flops of this space, \d+ FLOPs"):
     search_lib.run_search(config, str(tmp_path), progress=False)
 
 

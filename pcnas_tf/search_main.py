@@ -40,6 +40,9 @@ flags.DEFINE_string("budget", "0.5", "Budget: a fraction of the space's [min, ma
                     "or an absolute value (12ms, 45e6).")
 flags.DEFINE_string("latency_backend", "tflite", "Latency backend: tflite, tf or tensorrt.")
 flags.DEFINE_integer("latency_batch", 16, "Batch size of latency measurements (paper: 16).")
+flags.DEFINE_string("latency_cache_dir", "~/.cache/pcnas_tf/latency",
+                    "Where latency tables are cached, keyed by space, shape, backend and device.")
+flags.DEFINE_integer("calibration_archs", 40, "Whole networks timed to calibrate a new latency table.")
 flags.DEFINE_enum("sampling", "exact", list(search_lib.SAMPLING),
                   "exact: uniform among feasible completions; rejection: the paper's Algorithm 1.")
 flags.DEFINE_enum("bn_mode", "batch", ["batch", "moving"],
@@ -76,6 +79,7 @@ def config_from_flags() -> search_lib.SearchConfig:
       learning_rate=FLAGS.learning_rate, final_learning_rate=FLAGS.final_learning_rate,
       momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay, constraint=FLAGS.constraint,
       budget=FLAGS.budget, latency_backend=FLAGS.latency_backend, latency_batch=FLAGS.latency_batch,
+      latency_cache_dir=FLAGS.latency_cache_dir, calibration_archs=FLAGS.calibration_archs,
       sampling=FLAGS.sampling, bn_mode=FLAGS.bn_mode, eval_batch_size=FLAGS.eval_batch_size,
       eval_batches=FLAGS.eval_batches, reuse_prefix=FLAGS.reuse_prefix, training=FLAGS.training,
       strategy=FLAGS.strategy, checkpoint_every=FLAGS.checkpoint_every, seed=FLAGS.seed, data=data)

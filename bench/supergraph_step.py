@@ -1,0 +1,108 @@
+"""Benchmark: the supergraph's step on a path against the stand-alone model of that architecture.
+
+  .venv/bin/python -m bench.supergraph_step [--quick]
+
+For random architectures of the small space at a CPU-sized width and resolution, times the supergraph's
+train step (PathSGD, one traced graph for every path) and its forward pass against the stand-alone Keras
+model of the same architecture trained by `keras.optimizers.SGD` (nesterov, same batch), measured side
+by side, alternating, and reports the minimum of repeated runs (the stable estimator on this shared
+VM). Prints a table, then one JSON line. Targets: train_step_ratio <= 1.05, forward_ratio <= 1.05,
+traces == 1.
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+import pcnas_tf  # pylint: disable=unused-import  (sets the Keras backend)
+import keras
+import tensorflow as tf
+
+from pcnas_tf import model as model_lib
+from pcnas_tf import pool as pool_lib
+from pcnas_tf import space as space_lib
+from pcnas_tf import trainer as trainer_lib
+
+
+def _standalone_steps(model, batch_size):
+  optimizer = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)
+  optimizer.build(model.trainable_variables)
+
+  @tf.function
+  def train_step(images, labels):
+    with tf.GradientTape() as tape:
+      logits = model(images, training=True)
+      per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+      loss = tf.nn.compute_average_loss(per_example, global_batch_size=batch_size)
+    optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+    return loss
+
+  @tf.function
+  def forward(images):
+    return model(images, training=False)
+
+  return train_step, forward
+
+
+def _min_time(fn, repeats):
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    out = fn()
+    np.asarray(out)  # wait for the result
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--quick", action="store_true", help="5 paths, fewer repeats.")
+  parser.add_argument("--paths", type=int, default=20)
+  parser.add_argument("--width", type=float, default=0.35)
+  parser.add_argument("--resolution", type=int, default=64)
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--repeats", type=int, default=10)
+  args = parser.parse_args()
+  paths, repeats = (5, 5) if args.quick else (args.paths, args.repeats)
+  tf.config.threading.set_inter_op_parallelism_threads(1)
+  space = space_lib.small_space(args.width)
+  shape = (args.resolution, args.resolution, 3)
+  strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+  trainer = trainer_lib.SupergraphTrainer(space, shape, 10, strategy, args.batch, learning_rate=0.01)
+  images = tf.random.normal((args.batch,) + shape)
+  labels = tf.random.uniform((args.batch,), 0, 10, tf.int32)
+  iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+  rng = np.random.default_rng(0)
+  num_choices = [len(layer.choices) for layer in space.layers]
+  rows = []
+  print(f"{'arch':>24} {'sg train ms':>12} {'alone train ms':>15} {'ratio':>6} {'sg fwd ms':>10} "
+        f"{'alone fwd ms':>13} {'ratio':>6}")
+  for _ in range(paths):
+    path = pool_lib.complete((), num_choices, rng)
+    arch = space.arch_from_indices(path)
+    model = model_lib.build_model(arch, space, shape, 10)
+    alone_train, alone_forward = _standalone_steps(model, args.batch)
+    path_tensor = tf.constant(path, tf.int32)
+    for _ in range(2):  # warm up both (and trace the stand-alone steps)
+      trainer.train_step(iterator, path), alone_train(images, labels), alone_forward(images)
+      trainer.evaluate(images, labels, path_tensor)
+    sg_train = _min_time(lambda: trainer.train_step(iterator, path)[0], repeats)
+    sa_train = _min_time(lambda: alone_train(images, labels), repeats)
+    sg_fwd = _min_time(lambda: trainer.evaluate(images, labels, path_tensor), repeats)
+    sa_fwd = _min_time(lambda: alone_forward(images), repeats)
+    rows.append((sg_train / sa_train, sg_fwd / sa_fwd))
+    print(f"{space.arch_to_string(arch):>24} {sg_train * 1e3:12.1f} {sa_train * 1e3:15.1f} "
+          f"{sg_train / sa_train:6.3f} {sg_fwd * 1e3:10.1f} {sa_fwd * 1e3:13.1f} {sg_fwd / sa_fwd:6.3f}")
+  train_ratio = float(np.median([r[0] for r in rows]))
+  forward_ratio = float(np.median([r[1] for r in rows]))
+  # trace_count counts the train-step trace and the eval-step trace.
+  print(json.dumps({"train_step_ratio": round(train_ratio, 4), "forward_ratio": round(forward_ratio, 4),
+                    "traces": trainer.trace_count - 1, "paths": paths, "space": "small",
+                    "width": args.width, "resolution": args.resolution, "batch": args.batch,
+                    "estimator": f"min of {repeats}"}))
+
+
+if __name__ == "__main__":
+  main()
