@@ -9,7 +9,7 @@ VENV_STAMP := $(VENV)/.requirements-installed
 # Run binaries and tests with the venv's python first on PATH (Bazel's py_binary uses `python3`).
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup search test test-fast bench bazel-test clean
+.PHONY: setup search test test-fast bazel-test clean
 
 setup: $(VENV_STAMP) $(APT_STAMP)
 
@@ -35,7 +35,8 @@ test-fast: setup
 	$(PYTHON) -m pytest -q -m "not slow"
 
 bazel-test: setup
-	bazel test //...
+	bazel test //... --local_test_jobs=1
 
 clean:
+	-bazel clean
 	rm -rf $(VENV) runs bazel-*

@@ -11,6 +11,7 @@ import traceback
 
 from absl import app
 from absl import flags
+from absl import logging
 
 flags.DEFINE_boolean("verbose", False, "Show tracebacks of user errors.")
 
@@ -34,6 +35,9 @@ def run_main(main) -> None:
     os.chdir(os.environ["BUILD_WORKING_DIRECTORY"])
 
   def guarded(argv):
+    # TensorFlow's and the TFLite converter's INFO lines would bury the progress output.
+    if not flags.FLAGS.verbose:
+      logging.set_verbosity(logging.WARNING)
     try:
       return main(argv)
     except UserError as error:
