@@ -73,6 +73,12 @@ class PotentialEvaluator:
         results[candidate] = self._candidate(candidate, completions[candidate], prefix)
     return results
 
+  def accuracy(self, path, batch_index: int) -> float:
+    """Accuracy of one full path on validation batch `batch_index`."""
+    images, labels = self.batches[batch_index]
+    self.forward_calls += 1
+    return float(self._correct(images, labels, tf.constant(path, tf.int32), 0, True))
+
   def potentials(self, completions: dict) -> dict:
     """Candidate -> mean accuracy over its completions (NaN when it has none)."""
     return {c: float(np.mean(a)) if a else float("nan") for c, a in self.accuracies(completions).items()}

@@ -25,6 +25,7 @@ from pcnas_tf import checkpoint
 from pcnas_tf import constraint as constraint_lib
 from pcnas_tf import data as data_lib
 from pcnas_tf import errors
+from pcnas_tf import evolution
 from pcnas_tf import oracle as oracle_lib
 from pcnas_tf import pool as pool_lib
 from pcnas_tf import potential as potential_lib
@@ -35,6 +36,7 @@ from pcnas_tf import trainer as trainer_lib
 RESULT_FILE = "search_result.json"
 SAMPLING = ("exact", "rejection")
 TRAINING = ("pcnas", "oneshot")
+SEARCHES = ("pcnas", "ea", "random")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +66,7 @@ class SearchConfig:
   eval_batches: int = 8              # K fixed validation batches; completion j uses batch j % K
   reuse_prefix: bool = True
   training: str = "pcnas"
+  search: str = "pcnas"
   strategy: str = "mirrored"
   checkpoint_every: int = 200        # steps
   seed: int = 0
@@ -81,6 +84,7 @@ class SearchConfig:
     _one_of(self.sampling, SAMPLING, "Sampling")
     _one_of(self.bn_mode, potential_lib.BN_MODES, "BN mode")
     _one_of(self.training, TRAINING, "Training")
+    _one_of(self.search, SEARCHES, "Search")
     _one_of(self.strategy, trainer_lib.STRATEGIES, "Strategy")
     space_lib.get_space(self.space, self.width)
     return self
@@ -136,25 +140,26 @@ class Search:
 
   def run(self):
     self._restore()
-    while self.epoch < self.total_epochs or not self._scored_all():
+    pool_search = self.config.training == "pcnas" or self.config.search == "pcnas"
+    while self.epoch < self.total_epochs or (pool_search and not self.oracle.finished):
       interval = self._interval()
       if interval is not None and len(self.oracle.history) <= interval:
         self._evaluate_interval()
       else:
         self._train_epoch(interval)
-    return self._finish()
+    if self.config.search == "pcnas":
+      return self._finish(self._pool_result())
+    return self._finish(self._baseline_result())
 
   def _interval(self):
     """The interval the next epoch belongs to, or None during warm-up."""
     if self.epoch < self.config.warmup_epochs:
       return None
-    if self.config.training == "oneshot":
-      return self.space.num_layers - 1 if self.epoch >= self.total_epochs else None
+    if self.config.training == "oneshot":  # trained uniformly; the pool search (if any) comes after
+      done = self.epoch >= self.total_epochs and self.config.search == "pcnas"
+      return self.space.num_layers - 1 if done else None
     ti = max(1, self.config.interval_epochs)
     return min((self.epoch - self.config.warmup_epochs) // ti, self.space.num_layers - 1)
-
-  def _scored_all(self):
-    return self.oracle.finished
 
   # Training -----------------------------------------------------------------------------------------
 
@@ -251,6 +256,33 @@ class Search:
     trial.status = "COMPLETED"
     self.oracle.end_trial(trial)
 
+  def _baseline_result(self):
+    """EA or random search on the trained supergraph, with PC-NAS' number of evaluations (paper 4.4).
+
+    Each evaluation is one architecture on one validation batch, batches taken in turn, so both
+    spend the same number of validation images as PC-NAS' potential evaluation.
+    """
+    start, evaluator = time.time(), self._evaluator()
+    budget = evolution.progressive_evaluations(self.num_choices, self.config.pool_size,
+                                               self.config.num_samples)
+    counter = iter(range(budget))
+    evaluate = lambda path: evaluator.accuracy(path, next(counter) % len(evaluator.batches))
+    sampler = self.constraint.sampler
+    if self.config.search == "ea":
+      outcome = evolution.evolutionary_search(sampler, evaluate, budget, self.rng, self.config.pool_size)
+    else:
+      outcome = evolution.random_search(sampler, evaluate, budget, self.rng)
+    best = {}
+    for path, score in outcome.history:  # the best score of each distinct architecture
+      best[tuple(path)] = max(score, best.get(tuple(path), -1.0))
+    ranked = sorted(best, key=lambda p: -best[p])[:self.config.pool_size]
+    self.timings["eval_s"] += time.time() - start
+    return [(path, best[path]) for path in ranked], {"evaluations": len(outcome.history)}
+
+  def _pool_result(self):
+    final = self.oracle.history[-1]
+    return list(zip(map(tuple, final["pool"]), final["pool_potentials"])), {}
+
   def _evaluator(self):
     batches = data_lib.ValidationBatches(self.splits, self.config.data, self.config.eval_batch_size,
                                          self.config.eval_batches)
@@ -311,20 +343,22 @@ class Search:
 
   # Results ------------------------------------------------------------------------------------------
 
-  def _finish(self):
-    final = self.oracle.history[-1]
+  def _finish(self, ranked):
+    ranked, extra = ranked
     pool = []
-    for members, value in zip(final["pool"], final["pool_potentials"]):
-      arch = self.space.arch_from_indices(members)
+    for path, value in ranked:
+      arch = self.space.arch_from_indices(path)
       pool.append({"arch": list(arch), "arch_string": self.space.arch_to_string(arch),
                    "potential": value, **self.constraint.describe(arch)})
     result = {"space": self.space.to_json(), "space_name": self.space.name,
               "input_shape": list(self.splits.image_shape), "num_classes": self.splits.num_classes,
               "final_pool": pool, "chosen": pool[0], "intervals": self.oracle.history,
+              "search": {"training": self.config.training, "method": self.config.search, **extra},
               "constraint": self.constraint.summary(), "config": self.config.to_json(),
               "timings": self.timings, "log": self.log, "versions": versions()}
     checkpoint.write_json(os.path.join(self.work_dir, RESULT_FILE), result)
-    report.plot_search(result, os.path.join(self.work_dir, "search.png"))
+    if self.oracle.history:  # EA and random search on a One-Shot supergraph have no intervals
+      report.plot_search(result, os.path.join(self.work_dir, "search.png"))
     report.draw_architecture(self.space, pool[0]["arch"], os.path.join(self.work_dir, "chosen_arch.png"))
     self.writer.flush()
     return result

@@ -13,6 +13,7 @@ import pytest
 
 from pcnas_tf import checkpoint
 from pcnas_tf import errors
+from pcnas_tf import evolution
 from pcnas_tf import search_lib
 from pcnas_tf import testing
 from pcnas_tf import trainer as trainer_lib
@@ -48,6 +49,22 @@ def test_search_writes_a_final_pool_within_budget_and_its_pictures(tiny_config, 
     assert json.load(f)["chosen"]["arch_string"] == result["chosen"]["arch_string"]
 
 
+@pytest.mark.parametrize("training, search", [("oneshot", "ea"), ("oneshot", "pcnas")])
+def test_paper_ablations_one_shot_training_with_ea_or_pool_search(tiny_config, tmp_path, training, search):
+  config = dataclasses.replace(tiny_config, training=training, search=search)
+  result = search_lib.run_search(config, str(tmp_path), progress=False)
+  assert all(log["phase"] == "warmup" for log in result["log"])  # uniform paths, no shrinking
+  assert len(result["log"]) == 1 + 3 and result["search"]["method"] == search
+  budget = evolution.progressive_evaluations((3, 3, 2), config.pool_size, config.num_samples)
+  if search == "ea":
+    assert result["search"]["evaluations"] == budget and not result["intervals"]
+    scores = [m["potential"] for m in result["final_pool"]]
+    assert scores == sorted(scores, reverse=True) and len({m["arch_string"] for m in result["final_pool"]}) == len(scores)
+  else:
+    assert len(result["intervals"]) == 3
+  assert all(m["predicted_flops"] <= result["constraint"]["budget"] for m in result["final_pool"])
+
+
 def test_second_search_on_a_locked_work_dir_is_refused(tiny_config, tmp_path):
   search_lib.prepare_work_dir(str(tmp_path), tiny_config, overwrite=False)
   with checkpoint.WorkDirLock(str(tmp_path)):
@@ -70,6 +87,7 @@ def test_work_dir_of_another_config_is_refused_unless_overwritten(tiny_config, t
     ({"interval_epochs": -2}, "Interval epochs Ti .* is -2"),
     ({"space": "medium"}, "Unknown search space 'medium'"),
     ({"sampling": "greedy"}, "Sampling 'greedy' is unknown"),
+    ({"search": "bayes"}, "Search 'bayes' is unknown; allowed: pcnas, ea, random"),
 ])
 def test_bad_settings_are_one_clear_sentence(tiny_config, change, message):
   with pytest.raises(errors.UserError, match=message):

@@ -52,6 +52,9 @@ flags.DEFINE_integer("eval_batches", 8, "Fixed validation mini-batches shared by
 flags.DEFINE_boolean("reuse_prefix", True, "Reuse prefix activations in potential evaluation.")
 flags.DEFINE_enum("training", "pcnas", list(search_lib.TRAINING),
                   "pcnas: shrink the space per interval; oneshot: uniform training, no shrinking.")
+flags.DEFINE_enum("search", "pcnas", list(search_lib.SEARCHES),
+                  "pcnas: the progressive pool; ea, random: the paper's baselines on the trained "
+                  "supergraph, with as many evaluations as PC-NAS' potential evaluation.")
 flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "one_device", "multi_worker"],
                   "tf.distribute strategy.")
 flags.DEFINE_integer("checkpoint_every", 200, "Checkpoint every N training steps.")
@@ -81,7 +84,7 @@ def config_from_flags() -> search_lib.SearchConfig:
       budget=FLAGS.budget, latency_backend=FLAGS.latency_backend, latency_batch=FLAGS.latency_batch,
       latency_cache_dir=FLAGS.latency_cache_dir, calibration_archs=FLAGS.calibration_archs,
       sampling=FLAGS.sampling, bn_mode=FLAGS.bn_mode, eval_batch_size=FLAGS.eval_batch_size,
-      eval_batches=FLAGS.eval_batches, reuse_prefix=FLAGS.reuse_prefix, training=FLAGS.training,
+      eval_batches=FLAGS.eval_batches, reuse_prefix=FLAGS.reuse_prefix, training=FLAGS.training, search=FLAGS.search,
       strategy=FLAGS.strategy, checkpoint_every=FLAGS.checkpoint_every, seed=FLAGS.seed, data=data)
 
 
