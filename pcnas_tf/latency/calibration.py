@@ -13,7 +13,10 @@ Instead the fit is a ridge regression *toward the measured table*: it minimises
 with the constant b and one global scale of the measured op costs left unpenalised. The penalty picks
 the unique solution closest to the per-op measurements, so any K works; the scale and the constant
 capture the systematic effects (overhead, a uniform speed-up) with two numbers, and the per-op
-corrections only move where the data asks for it. Lambda is chosen by exact leave-one-out error.
+corrections only move where the data asks for it. Lambda is chosen by exact leave-one-out error, and
+the fit competes, on that same leave-one-out error, with two simpler models: the measured table as it
+is, and the measured table plus one constant. On a noisy machine with sub-millisecond networks the
+simpler models often predict held-out networks better, and then they are kept.
 """
 
 import dataclasses
@@ -75,18 +78,28 @@ def fit(paths: Sequence[Sequence[int]], latencies_ms: Sequence[float],
     return Fit(_split(prior, num_choices), float(measured_base_ms), 1.0, float("inf"), float("nan"))
   design = np.column_stack([np.ones(len(paths)), ops_sum, features])
   penalty = np.concatenate([[0.0, 0.0], np.ones(features.shape[1])])
-  best = None
+  # Simpler models first, so that ties keep them: the measured table (no coefficient), then a constant.
+  none = np.zeros(design.shape[1])
+  constant = none.copy()
+  constant[0] = np.mean(target)
+  n = len(paths)
+  best = min([(_rms(target), float("inf"), none),
+              (_rms((target - constant[0]) * n / (n - 1)), float("inf"), constant)],
+             key=lambda candidate: candidate[0])
   for ridge_lambda in LAMBDAS:
     coefficients, residuals = _ridge(design, target, penalty, ridge_lambda)
-    rmse = float(np.sqrt(np.mean(residuals**2)))
-    if best is None or rmse < best[0]:
-      best = (rmse, ridge_lambda, coefficients)
+    if _rms(residuals) < best[0]:
+      best = (_rms(residuals), ridge_lambda, coefficients)
   rmse, ridge_lambda, coefficients = best
   scale = 1.0 + coefficients[1]
   # Few networks for many features can push a rarely seen op below zero; no operator takes negative time.
   ops = np.maximum(prior * scale + coefficients[2:], 0.0)
   return Fit(_split(ops, num_choices), float(measured_base_ms + coefficients[0]), float(scale),
              ridge_lambda, rmse)
+
+
+def _rms(values) -> float:
+  return float(np.sqrt(np.mean(np.square(values))))
 
 
 def _split(flat, num_choices):

@@ -56,3 +56,21 @@ def test_too_few_networks_keep_the_measured_table():
 def test_one_hot_marks_each_layer_choice():
   features = calibration.one_hot([(0, 2), (1, 0)], (2, 3))
   np.testing.assert_array_equal(features, [[1, 0, 0, 0, 1], [0, 1, 1, 0, 0]])
+
+
+def test_noise_alone_keeps_the_measured_table():
+  rng = np.random.default_rng(3)
+  measured = [rng.uniform(0.5, 3.0, n) for n in NUM_CHOICES]
+  paths = _paths(rng, 12)
+  latencies = [_latency(p, measured, 1.0) * rng.uniform(0.8, 1.25) for p in paths]
+  fit = calibration.fit(paths, latencies, measured, 1.0)
+  assert fit.scale == 1.0 and fit.ridge_lambda == float("inf")
+
+
+def test_a_pure_overhead_is_fitted_as_one_constant():
+  rng = np.random.default_rng(4)
+  measured = [rng.uniform(0.5, 3.0, n) for n in NUM_CHOICES]
+  paths = _paths(rng, 12)
+  latencies = [_latency(p, measured, 1.0) + 0.7 for p in paths]
+  fit = calibration.fit(paths, latencies, measured, 1.0)
+  assert abs(fit.base_ms - 1.7) < 1e-9 and fit.scale == 1.0
