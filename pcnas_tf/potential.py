@@ -41,18 +41,29 @@ class PotentialEvaluator:
     self.supergraph, self.batches = supergraph, list(batches)
     self.batch_stats, self.reuse_prefix = bn_mode == "batch", reuse_prefix
     self.forward_calls = 0
-    self._segment = tf.function(self._segment_fn)
+    # One traced function per piece (stem, each mixop, head) serves every path and every interval:
+    # L + 2 traces in all, while a function per (start, stop) would retrace at every interval.
+    self._stem = tf.function(self._stem_fn)
+    self._mixop = tf.function(self._mixop_fn)
+    self._head_accuracy = tf.function(self._head_accuracy_fn)
     self._correct = tf.function(self._correct_fn)
 
-  def _segment_fn(self, x, path, start, stop, images):
-    return self.supergraph.features(x, path, batch_stats=self.batch_stats, start=start, stop=stop,
-                                    images=images)
+  def _stem_fn(self, images):
+    return self.supergraph.features(images, None, batch_stats=self.batch_stats, stop=0)
 
-  def _correct_fn(self, x, labels, path, start, images):
-    x = self.supergraph.features(x, path, batch_stats=self.batch_stats, start=start, images=images)
-    logits = self.supergraph.head(x, batch_stats=self.batch_stats)
-    predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    return tf.reduce_mean(tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.float32))
+  def _mixop_fn(self, x, path, index):
+    return self.supergraph.mixops[index](x, path[index], batch_stats=self.batch_stats)
+
+  def _head_accuracy_fn(self, x, labels):
+    return _accuracy(self.supergraph.head(x, batch_stats=self.batch_stats), labels)
+
+  def _correct_fn(self, images, labels, path):
+    return _accuracy(self.supergraph(images, path, batch_stats=self.batch_stats), labels)
+
+  def _run(self, x, path, start, stop):
+    for index in range(start, stop):
+      x = self._mixop(x, path, index)
+    return x
 
   def accuracies(self, completions: dict) -> dict:
     """Accuracy of every completion.
@@ -77,7 +88,7 @@ class PotentialEvaluator:
     """Accuracy of one full path on validation batch `batch_index`."""
     images, labels = self.batches[batch_index]
     self.forward_calls += 1
-    return float(self._correct(images, labels, tf.constant(path, tf.int32), 0, True))
+    return float(self._correct(images, labels, tf.constant(path, tf.int32)))
 
   def potentials(self, completions: dict) -> dict:
     """Candidate -> mean accuracy over its completions (NaN when it has none)."""
@@ -85,26 +96,32 @@ class PotentialEvaluator:
 
   def _member_prefix(self, member, any_candidate):
     path = self._pad(any_candidate)
-    return [self._segment(images, path, 0, len(member), True) for images, _ in self.batches]
+    return [self._run(self._stem(images), path, 0, len(member)) for images, _ in self.batches]
 
   def _candidate(self, candidate, paths: Sequence, member_prefix):
     layer = len(candidate) - 1
     if member_prefix is not None:
       path = self._pad(candidate)
-      prefix = [self._segment(x, path, layer, layer + 1, False) for x in member_prefix]
+      prefix = [self._mixop(x, path, layer) for x in member_prefix]
     accuracies = []
     for j, full_path in enumerate(paths):
       images, labels = self.batches[j % len(self.batches)]
       full_path = tf.constant(full_path, tf.int32)
       self.forward_calls += 1
       if member_prefix is None:
-        accuracies.append(float(self._correct(images, labels, full_path, 0, True)))
+        accuracy = self._correct(images, labels, full_path)
       else:
-        accuracies.append(float(self._correct(prefix[j % len(prefix)], labels, full_path, layer + 1,
-                                              False)))
+        x = self._run(prefix[j % len(prefix)], full_path, layer + 1, len(self.supergraph.mixops))
+        accuracy = self._head_accuracy(x, labels)
+      accuracies.append(float(accuracy))
     return accuracies
 
   def _pad(self, partial):
     """A full-length path tensor whose first entries are `partial` (the rest are not read)."""
     padded = list(partial) + [0] * (self.supergraph.space.num_layers - len(partial))
     return tf.constant(padded, tf.int32)
+
+
+def _accuracy(logits, labels):
+  predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+  return tf.reduce_mean(tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.float32))

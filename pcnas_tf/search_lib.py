@@ -131,6 +131,7 @@ class Search:
     self.log = []
     self.writer = tf.summary.create_file_writer(os.path.join(work_dir, "tensorboard"))
     self._iterator = None
+    self._potential_evaluator = None
 
   # Main loop ----------------------------------------------------------------------------------------
 
@@ -284,11 +285,14 @@ class Search:
     return list(zip(map(tuple, final["pool"]), final["pool_potentials"])), {}
 
   def _evaluator(self):
-    batches = data_lib.ValidationBatches(self.splits, self.config.data, self.config.eval_batch_size,
-                                         self.config.eval_batches)
-    return potential_lib.PotentialEvaluator(
-        self.trainer.supergraph, [batches.batch(i) for i in range(len(batches))],
-        self.config.bn_mode, self.config.reuse_prefix)
+    """The search's one evaluator: its batches are fixed and its traces serve every interval."""
+    if self._potential_evaluator is None:
+      batches = data_lib.ValidationBatches(self.splits, self.config.data, self.config.eval_batch_size,
+                                           self.config.eval_batches)
+      self._potential_evaluator = potential_lib.PotentialEvaluator(
+          self.trainer.supergraph, [batches.batch(i) for i in range(len(batches))],
+          self.config.bn_mode, self.config.reuse_prefix)
+    return self._potential_evaluator
 
   def _log_interval(self):
     record = self.oracle.history[-1]
