@@ -58,6 +58,14 @@ class ConvBN(keras.layers.Layer):
     self.bn = _bn(name="bn")
     self.act = _activation(activation) if activation else None
 
+  def build(self, input_shape):
+    # Explicit builds create every sub-layer's variables, so `keras.saving.load_model` can restore them.
+    self.conv.build(input_shape)
+    self.bn.build(self.conv.compute_output_shape(input_shape))
+
+  def compute_output_shape(self, input_shape):
+    return self.conv.compute_output_shape(input_shape)
+
   def call(self, x, training=False, batch_stats=False):
     x = self.conv(x)
     if batch_stats:
@@ -86,6 +94,14 @@ class SqueezeExcite(keras.layers.Layer):
     self.reduce = keras.layers.Conv2D(se_channels(channels), 1, name="reduce")
     self.act = _activation(activation)
     self.expand = keras.layers.Conv2D(channels, 1, activation="sigmoid", name="expand")
+
+  def build(self, input_shape):
+    pooled = self.pool.compute_output_shape(input_shape)
+    self.reduce.build(pooled)
+    self.expand.build(self.reduce.compute_output_shape(pooled))
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
 
   def call(self, x):
     return x * self.expand(self.act(self.reduce(self.pool(x))))
@@ -134,6 +150,14 @@ class Operator(keras.layers.Layer):
     self.squeeze_excite = (SqueezeExcite(out_channels, activation, name="se")
                            if se and self.convs else None)
 
+  def build(self, input_shape):
+    shape = input_shape
+    for conv in self.convs:
+      conv.build(shape)
+      shape = conv.compute_output_shape(shape)
+    if self.squeeze_excite is not None:
+      self.squeeze_excite.build(shape)
+
   def call(self, x, training=False, batch_stats=False):
     y = x
     for conv in self.convs:
@@ -163,6 +187,16 @@ class Head(keras.layers.Layer):
     self.feature = ConvBN(channels, 1, activation=activation, name="feature") if channels else None
     self.pool = keras.layers.GlobalAveragePooling2D()
     self.classifier = keras.layers.Dense(num_classes, name="classifier")
+
+  def build(self, input_shape):
+    shape = input_shape
+    if self.feature is not None:
+      self.feature.build(shape)
+      shape = self.feature.compute_output_shape(shape)
+    self.classifier.build(self.pool.compute_output_shape(shape))
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0], self.num_classes)
 
   def call(self, x, training=False, batch_stats=False):
     if self.feature is not None:
