@@ -23,15 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory):
-  """A search config that finishes in seconds: 3 mixops, 8x8 images, a few steps per epoch."""
-  root = tmp_path_factory.mktemp("search")
-  space_path = root / "tiny_space.json"
-  space_path.write_text(json.dumps(testing.tiny_space().to_json()))
-  data = testing.tiny_fashion(str(root), resolution=8, validation=128, deterministic=True)
-  return search_lib.SearchConfig(
-      space=str(space_path), pool_size=2, num_samples=3, warmup_epochs=1, interval_epochs=1,
-      steps_per_epoch=2, batch_size=16, constraint="flops", budget="0.6", eval_batch_size=32,
-      eval_batches=2, strategy="one_device", checkpoint_every=1, data=data)
+  return testing.tiny_search_config(str(tmp_path_factory.mktemp("search")))
 
 
 def test_search_writes_a_final_pool_within_budget_and_its_pictures(tiny_config, tmp_path):

@@ -1,6 +1,7 @@
 """Tiny real data and tiny spaces shared by the tests (not used by the tool itself)."""
 
 import gzip
+import json
 import os
 
 import numpy as np
@@ -46,3 +47,16 @@ def tiny_space():
   layers = (space_lib.LayerSpec(8, 1, choices), space_lib.LayerSpec(16, 2, choices),
             space_lib.LayerSpec(16, 1, choices[:2]))
   return space_lib.SearchSpace("tiny", 8, 1, None, layers, 16, "relu")
+
+
+def tiny_search_config(root):
+  """A search config under `root` that finishes in seconds: 3 mixops, 8x8 images, a few steps."""
+  from pcnas_tf import search_lib  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  space_path = os.path.join(root, "tiny_space.json")
+  with open(space_path, "w") as f:
+    json.dump(tiny_space().to_json(), f)
+  data_config = tiny_fashion(str(root), resolution=8, validation=128, deterministic=True)
+  return search_lib.SearchConfig(
+      space=space_path, pool_size=2, num_samples=3, warmup_epochs=1, interval_epochs=1,
+      steps_per_epoch=2, batch_size=16, constraint="flops", budget="0.6", eval_batch_size=32,
+      eval_batches=2, strategy="one_device", checkpoint_every=1, data=data_config)
