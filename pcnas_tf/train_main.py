@@ -1,0 +1,137 @@
+r"""Trains a chosen architecture from scratch and reports its test accuracy (paper section 4.1).
+
+  bazel run //pcnas_tf:train                    # the demo: flags/train_demo.cfg, after `make search`
+  python -m pcnas_tf.train_main --flagfile=flags/train_demo.cfg
+  python -m pcnas_tf.train_main --flagfile=flags/train_imagenet.cfg --search_result=run/search_result.json
+  python -m pcnas_tf.train_main --arch=01221020 --space=macro --width=0.25 --work_dir=runs/arch
+
+The architecture comes from exactly one of --search_result (its chosen one, or --pool_rank=k of its final
+pool; data and space settings default to the search's), --arch (with --space and --width) or
+--arch_file. Writes to --work_dir: model.keras, train_result.json, config.json, tensorboard/,
+checkpoints/. Started again in the same work directory, an unfinished training resumes.
+"""
+
+import dataclasses
+import os
+import sys
+
+from absl import flags
+
+from pcnas_tf import data as data_lib
+from pcnas_tf import errors
+from pcnas_tf import space as space_lib
+from pcnas_tf import train_lib
+
+_DEFAULT_FLAGFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                 "flags", "train_demo.cfg")
+
+flags.DEFINE_string("search_result", None, "A search's search_result.json to take the architecture from.")
+flags.DEFINE_integer("pool_rank", None, "Train this member of the final pool (0: best) instead of the "
+                     "chosen architecture.")
+flags.DEFINE_string("arch", None, "An architecture: a compact string (01221020) or comma-separated ops.")
+flags.DEFINE_string("arch_file", None, "A JSON file with an architecture: a list of ops, or {\"arch\", "
+                    "\"space\"?} such as a train_result.json.")
+flags.DEFINE_string("space", "macro", "Search space of --arch: small, large, macro, or a JSON spec file.")
+flags.DEFINE_float("width", 1.0, "Width multiplier of --space's channels.")
+flags.DEFINE_string("work_dir", "runs/train", "Directory for checkpoints, the model and its results.")
+flags.DEFINE_boolean("overwrite", False, "Discard an existing training in --work_dir and start afresh.")
+flags.DEFINE_boolean("progress", True, "Show progress bars.")
+flags.DEFINE_integer("epochs", 300, "Training epochs.")
+flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch; 0 for one pass over the training split.")
+flags.DEFINE_integer("batch_size", 512, "Global batch size.")
+flags.DEFINE_integer("eval_batch_size", 256, "Global batch size of validation and test evaluation.")
+flags.DEFINE_float("learning_rate", 0.1, "Initial learning rate (cosine decay).")
+flags.DEFINE_float("final_learning_rate", 5e-4, "Learning rate at the end of training.")
+flags.DEFINE_float("momentum", 0.9, "Nesterov momentum.")
+flags.DEFINE_float("weight_decay", 1e-4, "L2 weight on convolution and dense kernels.")
+flags.DEFINE_float("mixup", 0.2, "MixUp alpha; 0 turns MixUp off.")
+flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing of the cross-entropy.")
+flags.DEFINE_boolean("se", True, "Squeeze-and-excitation at the end of each operator (--nose: off).")
+flags.DEFINE_string("init_from_supergraph", "", "A search work directory: start from its supergraph's "
+                    "weights for this architecture (needs --nose) instead of from scratch.")
+flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "one_device", "multi_worker"],
+                  "tf.distribute strategy.")
+flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the data order and augmentation.")
+flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist, image_folder, or a prepared tfds name.")
+flags.DEFINE_string("data_dir", data_lib.DEFAULT_DATA_DIR, "tfds data directory or image-folder root.")
+flags.DEFINE_integer("resolution", 0, "Square input side; 0 for the native size.")
+flags.DEFINE_integer("channels", 3, "Input channels (grey images are repeated to RGB for 3).")
+flags.DEFINE_string("validation", "5000", "Validation carve-out from the training split (held out of "
+                    "training, reported per epoch): a count or a fraction.")
+flags.DEFINE_boolean("deterministic", True, "Fixed data order (needed for exact resumption).")
+
+FLAGS = flags.FLAGS
+# Data flags and the DataConfig fields they set; with --search_result, unset ones take the search's.
+_DATA_FLAGS = ("dataset", "data_dir", "resolution", "channels", "validation", "seed", "deterministic")
+
+
+def _flag_value(name):
+  value = FLAGS[name].value
+  if name == "resolution":
+    return value or None
+  if name == "validation":
+    return float(value) if "." in value else int(value)
+  return value
+
+
+def _architecture():
+  """(space, arch, search result or None, predicted costs) from the one architecture flag given."""
+  given = [name for name in ("search_result", "arch", "arch_file") if FLAGS[name].value]
+  if len(given) != 1:
+    raise errors.UserError(f"Give exactly one of --search_result, --arch or --arch_file (given: "
+                           f"{', '.join('--' + n for n in given) or 'none'}).")
+  if FLAGS.search_result:
+    if FLAGS["space"].present or FLAGS["width"].present:
+      raise errors.UserError("--space and --width apply to --arch and --arch_file; a search result "
+                             "brings its own space.")
+    result = train_lib.read_search_result(FLAGS.search_result)
+    member = train_lib.pool_member(result, FLAGS.search_result, FLAGS.pool_rank)
+    space = space_lib.SearchSpace.from_json(result["space"])
+    return (space, train_lib.parse_arch(space, member["arch"]), result,
+            train_lib.search_predictions(result, member))
+  if FLAGS.pool_rank is not None:
+    raise errors.UserError("--pool_rank selects from a search's final pool; use it with --search_result.")
+  space = space_lib.get_space(FLAGS.space, FLAGS.width)
+  if FLAGS.arch:
+    return space, space.parse_arch(FLAGS.arch), None, {}
+  space, arch = train_lib.read_arch_file(FLAGS.arch_file, space)
+  return space, arch, None, {}
+
+
+def _data_config(search_result):
+  """The data settings: the search's where a flag is not set explicitly, else the flags'."""
+  if search_result is None:
+    return data_lib.DataConfig(**{name: _flag_value(name) for name in _DATA_FLAGS})
+  searched = data_lib.DataConfig(**search_result["config"]["data"])
+  changes = {name: _flag_value(name) for name in _DATA_FLAGS if FLAGS[name].present}
+  return dataclasses.replace(searched, **changes)
+
+
+def config_from_flags() -> train_lib.TrainConfig:
+  space, arch, search_result, predicted = _architecture()
+  data = _data_config(search_result)
+  return train_lib.TrainConfig(
+      space=space, arch=arch, se=FLAGS.se, epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
+      batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+      final_learning_rate=FLAGS.final_learning_rate, momentum=FLAGS.momentum,
+      weight_decay=FLAGS.weight_decay, mixup=FLAGS.mixup, label_smoothing=FLAGS.label_smoothing,
+      eval_batch_size=FLAGS.eval_batch_size, init_from_supergraph=FLAGS.init_from_supergraph,
+      strategy=FLAGS.strategy, seed=data.seed, search_result=FLAGS.search_result or "",
+      pool_rank=FLAGS.pool_rank, predicted=predicted, data=data)
+
+
+def main(argv):
+  del argv
+  result = train_lib.run_training(config_from_flags(), FLAGS.work_dir, FLAGS.overwrite, FLAGS.progress)
+  print(f"Trained {result['arch_string']} ({', '.join(result['arch'])}) for {result['epochs']} epochs "
+        f"in {result['wall_time_s']:.0f} s: test top-1 {result['top1']:.4f}, top-{train_lib.TOP_K} "
+        f"{result['top5']:.4f} on {result['test_images']:,} images; {result['params']:,} params, "
+        f"{result['flops']:,} FLOPs")
+  print(f"Results in {os.path.join(FLAGS.work_dir, train_lib.RESULT_FILE)}, model in "
+        f"{os.path.join(FLAGS.work_dir, train_lib.MODEL_FILE)}")
+
+
+if __name__ == "__main__":
+  if len(sys.argv) == 1 and os.path.exists(_DEFAULT_FLAGFILE):
+    sys.argv.append(f"--flagfile={_DEFAULT_FLAGFILE}")
+  errors.run_main(main)
