@@ -72,6 +72,14 @@ def _checkpoints(directory: str):
   return [os.path.join(directory, n) for n in names]
 
 
+def config_differences(saved, wanted, prefix=""):
+  """`field was X, now Y` for every leaf where two JSON configs differ (to tell a user what changed)."""
+  if isinstance(saved, dict) and isinstance(wanted, dict):
+    keys = sorted(set(saved) | set(wanted))
+    return [d for k in keys for d in config_differences(saved.get(k), wanted.get(k), f"{prefix}{k}.")]
+  return [] if saved == wanted else [f"{prefix[:-1]} was {saved!r}, now {wanted!r}"]
+
+
 class WorkDirLock:
   """An exclusive lock on a work directory, so a second search on it is refused."""
 
@@ -86,7 +94,7 @@ class WorkDirLock:
     except BlockingIOError as error:
       self._file.close()
       raise errors.UserError(f"Work directory {os.path.dirname(self.path)!r} is in use by another "
-                             f"search; wait for it or choose another --work_dir.") from error
+                             f"run; wait for it or choose another --work_dir.") from error
     return self
 
   def __exit__(self, *exc):

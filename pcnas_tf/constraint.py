@@ -14,6 +14,11 @@ from pcnas_tf import sampling
 BudgetError = sampling.BudgetError
 
 
+def prediction_key(kind: str) -> str:
+  """The result field of a constraint's prediction: `predicted_latency_ms`, `predicted_flops`, ..."""
+  return "predicted_latency_ms" if kind == "latency" else f"predicted_{kind}"
+
+
 class SearchConstraint:
   """A constraint, its resolved budget and the sampler of feasible completions."""
 
@@ -39,11 +44,12 @@ class SearchConstraint:
 
   def describe(self, arch):
     counts = cost_lib.arch_cost(arch, self.space, self.input_shape, self.num_classes)
-    return {f"predicted_{self.kind}": self.constraint.predict(arch), "params": counts.params,
+    return {prediction_key(self.kind): self.constraint.predict(arch), "params": counts.params,
             "flops": counts.flops}
 
   def summary(self):
-    return {"kind": self.kind, "unit": self.unit, "budget": self.budget, "min": self.low,
+    return {"kind": self.kind, "unit": self.unit, "prediction_key": prediction_key(self.kind),
+            "budget": self.budget, "min": self.low,
             "max": self.high, "feasible_architectures": str(self.sampler.count()), **self.metadata}
 
 

@@ -20,6 +20,18 @@ class UserError(ValueError):
   """A mistake a user can make and fix: a bad flag, file, budget or data set."""
 
 
+def check_at_least(value, low, what: str) -> None:
+  """Raises `UserError` unless `value >= low`; `what` names the setting, e.g. "Pool size P (--pool_size)"."""
+  if value < low:
+    raise UserError(f"{what} is {value}; it must be at least {low}.")
+
+
+def check_one_of(value, allowed, what: str) -> None:
+  """Raises `UserError` unless `value` is one of `allowed`."""
+  if value not in allowed:
+    raise UserError(f"{what} {value!r} is unknown; allowed: {', '.join(allowed)}.")
+
+
 def report(error: BaseException) -> None:
   """Prints a user error as one line to stderr (with the traceback when verbose)."""
   verbose = os.environ.get("PCNAS_VERBOSE") == "1" or (flags.FLAGS.is_parsed() and flags.FLAGS.verbose)

@@ -73,34 +73,24 @@ class SearchConfig:
   data: data_lib.DataConfig = data_lib.DataConfig()
 
   def validate(self):
-    _at_least(self.pool_size, 1, "Pool size P (--pool_size)")
-    _at_least(self.num_samples, 1, "Evaluation number S (--num_samples)")
-    _at_least(self.warmup_epochs, 0, "Warm-up epochs Tw (--warmup_epochs)")
-    _at_least(self.interval_epochs, 0, "Interval epochs Ti (--interval_epochs)")
-    _at_least(self.steps_per_epoch, 0, "Steps per epoch (--steps_per_epoch)")
-    _at_least(self.batch_size, 1, "Batch size (--batch_size)")
-    _at_least(self.eval_batches, 1, "Evaluation batches (--eval_batches)")
-    _at_least(self.eval_batch_size, 1, "Evaluation batch size (--eval_batch_size)")
-    _one_of(self.sampling, SAMPLING, "Sampling")
-    _one_of(self.bn_mode, potential_lib.BN_MODES, "BN mode")
-    _one_of(self.training, TRAINING, "Training")
-    _one_of(self.search, SEARCHES, "Search")
-    _one_of(self.strategy, trainer_lib.STRATEGIES, "Strategy")
+    errors.check_at_least(self.pool_size, 1, "Pool size P (--pool_size)")
+    errors.check_at_least(self.num_samples, 1, "Evaluation number S (--num_samples)")
+    errors.check_at_least(self.warmup_epochs, 0, "Warm-up epochs Tw (--warmup_epochs)")
+    errors.check_at_least(self.interval_epochs, 0, "Interval epochs Ti (--interval_epochs)")
+    errors.check_at_least(self.steps_per_epoch, 0, "Steps per epoch (--steps_per_epoch)")
+    errors.check_at_least(self.batch_size, 1, "Batch size (--batch_size)")
+    errors.check_at_least(self.eval_batches, 1, "Evaluation batches (--eval_batches)")
+    errors.check_at_least(self.eval_batch_size, 1, "Evaluation batch size (--eval_batch_size)")
+    errors.check_one_of(self.sampling, SAMPLING, "Sampling")
+    errors.check_one_of(self.bn_mode, potential_lib.BN_MODES, "BN mode")
+    errors.check_one_of(self.training, TRAINING, "Training")
+    errors.check_one_of(self.search, SEARCHES, "Search")
+    errors.check_one_of(self.strategy, trainer_lib.STRATEGIES, "Strategy")
     space_lib.get_space(self.space, self.width)
     return self
 
   def to_json(self):
     return dataclasses.asdict(self)
-
-
-def _at_least(value, low, what):
-  if value < low:
-    raise errors.UserError(f"{what} is {value}; it must be at least {low}.")
-
-
-def _one_of(value, allowed, what):
-  if value not in allowed:
-    raise errors.UserError(f"{what} {value!r} is unknown; allowed: {', '.join(allowed)}.")
 
 
 class Search:
@@ -394,19 +384,12 @@ def prepare_work_dir(work_dir: str, config: SearchConfig, overwrite: bool):
   elif os.path.exists(config_path):
     with open(config_path) as f:
       saved = json.load(f)
-    differences = _differences(saved, json.loads(json.dumps(config.to_json())))
+    differences = checkpoint.config_differences(saved, json.loads(json.dumps(config.to_json())))
     if differences:
       raise errors.UserError(f"Work directory {work_dir!r} holds a search with a different config "
                              f"({'; '.join(differences[:3])}); use --overwrite to start afresh or "
                              f"another --work_dir.")
   checkpoint.write_json(config_path, config.to_json())
-
-
-def _differences(saved, wanted, prefix=""):
-  if isinstance(saved, dict) and isinstance(wanted, dict):
-    keys = sorted(set(saved) | set(wanted))
-    return [d for k in keys for d in _differences(saved.get(k), wanted.get(k), f"{prefix}{k}.")]
-  return [] if saved == wanted else [f"{prefix[:-1]} was {saved!r}, now {wanted!r}"]
 
 
 def run_search(config: SearchConfig, work_dir: str, overwrite=False, progress=True) -> dict:

@@ -60,7 +60,7 @@ def test_paper_ablations_one_shot_training_with_ea_or_pool_search(tiny_config, t
 def test_second_search_on_a_locked_work_dir_is_refused(tiny_config, tmp_path):
   search_lib.prepare_work_dir(str(tmp_path), tiny_config, overwrite=False)
   with checkpoint.WorkDirLock(str(tmp_path)):
-    with pytest.raises(errors.UserError, match="in use by another search"):
+    with pytest.raises(errors.UserError, match="in use by another run"):
       search_lib.run_search(tiny_config, str(tmp_path), progress=False)
 
 

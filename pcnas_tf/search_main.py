@@ -26,7 +26,7 @@ def main(argv):
   chosen = result["chosen"]
   print(f"Chosen architecture: {chosen['arch_string']} ({', '.join(chosen['arch'])})")
   print(f"  potential {chosen['potential']:.4f}, "
-        f"{result['constraint']['kind']} {chosen['predicted_' + result['constraint']['kind']]:.4g} "
+        f"{result['constraint']['kind']} {chosen[result['constraint']['prediction_key']]:.4g} "
         f"{result['constraint']['unit']} (budget {result['constraint']['budget']:.4g}), "
         f"{chosen['params']:,} params, {chosen['flops']:,} FLOPs")
   print(f"Results in {os.path.join(FLAGS.work_dir, search_lib.RESULT_FILE)}")

@@ -51,9 +51,6 @@ _OUTPUTS = (CHECKPOINT_DIR, "tensorboard", CONFIG_FILE, RESULT_FILE, MODEL_FILE)
 # L2 regularisation covers convolution and dense kernels, as in `optimizer.PathSGD`.
 _DECAYED_WEIGHTS = ("kernel", "depthwise_kernel")
 # The search's setting checks and config comparison, so both binaries word them alike.
-_at_least = search_lib._at_least  # pylint: disable=protected-access
-_one_of = search_lib._one_of  # pylint: disable=protected-access
-_differences = search_lib._differences  # pylint: disable=protected-access
 
 
 class CheckpointMismatchError(errors.UserError):
@@ -91,11 +88,11 @@ class TrainConfig:
   def validate(self):
     """Checks every setting once; returns self. Raises UserError naming the first bad one."""
     self.space.validate_arch(self.arch)
-    _at_least(self.epochs, 1, "Epochs (--epochs)")
-    _at_least(self.steps_per_epoch, 0, "Steps per epoch (--steps_per_epoch)")
-    _at_least(self.batch_size, 1, "Batch size (--batch_size)")
-    _at_least(self.eval_batch_size, 1, "Evaluation batch size (--eval_batch_size)")
-    _one_of(self.strategy, trainer_lib.STRATEGIES, "Strategy")
+    errors.check_at_least(self.epochs, 1, "Epochs (--epochs)")
+    errors.check_at_least(self.steps_per_epoch, 0, "Steps per epoch (--steps_per_epoch)")
+    errors.check_at_least(self.batch_size, 1, "Batch size (--batch_size)")
+    errors.check_at_least(self.eval_batch_size, 1, "Evaluation batch size (--eval_batch_size)")
+    errors.check_one_of(self.strategy, trainer_lib.STRATEGIES, "Strategy")
     _positive(self.learning_rate, "Learning rate (--learning_rate)")
     _positive(self.final_learning_rate, "Final learning rate (--final_learning_rate)")
     if self.final_learning_rate > self.learning_rate:
@@ -150,12 +147,9 @@ def pool_member(result: dict, path: str, pool_rank: int | None = None) -> dict:
   return pool[pool_rank]
 
 
-def search_predictions(result: dict, member: dict) -> dict:
-  """The search's predicted cost figures of a pool member, with `predicted_latency_ms` for the exporter."""
-  predicted = {key: value for key, value in member.items() if key.startswith("predicted_")}
-  if "predicted_latency" in predicted and result.get("constraint", {}).get("unit") == "ms":
-    predicted["predicted_latency_ms"] = predicted["predicted_latency"]
-  return predicted
+def search_predictions(member: dict) -> dict:
+  """The search's predicted cost figures of a pool member (`predicted_latency_ms`, ...)."""
+  return {key: value for key, value in member.items() if key.startswith("predicted_")}
 
 
 def read_arch_file(path: str, space=None):
@@ -218,7 +212,7 @@ def _check_resumable(work_dir: str, config: TrainConfig) -> None:
     raise errors.UserError(f"Work directory {work_dir!r} already exists and holds {what}; pass "
                            f"--overwrite to train afresh there, or choose another --work_dir.")
   saved = _read_json(config_path, "Training config")
-  differences = _differences(saved, json.loads(json.dumps(config.to_json())))
+  differences = checkpoint.config_differences(saved, json.loads(json.dumps(config.to_json())))
   if differences:
     raise errors.UserError(f"Work directory {work_dir!r} already exists and holds a training with a "
                            f"different config ({'; '.join(differences[:3])}); pass --overwrite to "

@@ -194,7 +194,7 @@ def test_cli_reports_bad_input_in_one_line_with_exit_status_2(tmp_path):
 
 @pytest.mark.slow
 def test_cli_trains_a_search_results_member_with_the_searchs_data(data_config, tmp_path):
-  member = {"arch": list(ARCH), "arch_string": SPACE.arch_to_string(ARCH), "predicted_latency": 1.5}
+  member = {"arch": list(ARCH), "arch_string": SPACE.arch_to_string(ARCH), "predicted_latency_ms": 1.5}
   search = {"space": SPACE.to_json(), "final_pool": [{"arch": ["Identity"] * 3}, member],
             "chosen": {"arch": ["Identity"] * 3}, "constraint": {"kind": "latency", "unit": "ms"},
             "config": {"data": dataclasses.asdict(data_config)}}

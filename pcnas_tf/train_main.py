@@ -88,7 +88,7 @@ def _architecture():
     member = train_lib.pool_member(result, FLAGS.search_result, FLAGS.pool_rank)
     space = space_lib.SearchSpace.from_json(result["space"])
     return (space, train_lib.parse_arch(space, member["arch"]), result,
-            train_lib.search_predictions(result, member))
+            train_lib.search_predictions(member))
   if FLAGS.pool_rank is not None:
     raise errors.UserError("--pool_rank selects from a search's final pool; use it with --search_result.")
   space = space_lib.get_space(FLAGS.space, FLAGS.width)
