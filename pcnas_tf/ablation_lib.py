@@ -163,10 +163,11 @@ def _prepare(work_dir: str, config: AblationConfig) -> None:
 
 
 def _row(training: str, method: str, found: dict, trained: dict) -> dict:
-  chosen, kind = found["chosen"], found["constraint"]["kind"]
+  chosen, constraint = found["chosen"], found["constraint"]
+  key = constraint.get("prediction_key", f"predicted_{constraint['kind']}")
   return {"training": training, "search": method, "arch": chosen["arch"],
           "arch_string": chosen["arch_string"], "score": chosen["potential"],
-          f"predicted_{kind}": chosen[f"predicted_{kind}"], "budget": found["constraint"]["budget"],
+          key: chosen[key], "budget": constraint["budget"],
           "params": chosen["params"], "flops": chosen["flops"], "top1": trained["top1"],
           "top5": trained["top5"], "search_s": sum(found["timings"].values()),
           "standalone_s": trained["wall_time_s"], "search_details": found["search"]}
