@@ -423,15 +423,26 @@ def _finish(images, splits: Splits):
   return tf.ensure_shape(_normalise(images), (None,) + splits.image_shape)
 
 
-def mixup(dataset, num_classes: int, alpha: float = 0.2, seed: int | None = None):
-  """Mixes a batched (images, int labels) dataset with `keras.layers.MixUp`; labels become one-hot."""
-  layer = keras.layers.MixUp(alpha=alpha, seed=seed)
+def mixup(dataset, num_classes: int, alpha: float = 0.2, seed: int = 0):
+  """Mixes a batched (images, int labels) dataset with `keras.layers.MixUp`; labels become one-hot.
 
-  def mix(images, labels):
-    mixed = layer({"images": images, "labels": tf.one_hot(labels, num_classes)})
-    return mixed["images"], mixed["labels"]
+  The mixing is Keras' (`transform_images`/`transform_labels`), but its random draw is made here from a
+  stateless seed per batch: the layer's own seed generator, shared by parallel map calls, gives other
+  mixes on every run, which would make training irreproducible and resumption inexact.
+  """
+  layer = keras.layers.MixUp(alpha=alpha)
 
-  return dataset.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
+  def mix(images, labels, batch_seed):
+    size = tf.shape(images)[0]
+    gamma = [tf.random.stateless_gamma([size], tf.random.experimental.stateless_fold_in(batch_seed, i),
+                                       alpha) for i in (0, 1)]
+    transformation = {"mix_weight": gamma[0] / (gamma[0] + gamma[1]),  # Beta(alpha, alpha)
+                      "permutation_order": tf.random.experimental.stateless_shuffle(
+                          tf.range(size, dtype=tf.int64), batch_seed)}
+    return (layer.transform_images(images, transformation),
+            layer.transform_labels(tf.one_hot(labels, num_classes), transformation))
+
+  return _seeded(dataset, seed, 2).map(mix, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 # Pipelines ------------------------------------------------------------------------------------------

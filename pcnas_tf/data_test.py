@@ -1,5 +1,6 @@
 """Tests of the data module on a 300-image slice of Debian's Fashion-MNIST and tiny image folders."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -237,6 +238,19 @@ def test_mixup_gives_one_hot_mixtures(fashion):
   assert images.shape == (64, 32, 32, 3) and labels.shape == (64, 10) and labels.dtype == tf.float32
   np.testing.assert_allclose(tf.reduce_sum(labels, axis=1), 1.0, rtol=1e-5)
   assert float(tf.reduce_min(tf.reduce_max(labels, axis=1))) < 0.99  # Some labels are mixed.
+
+
+def test_mixup_is_the_same_for_the_same_seed_and_differs_for_another(fashion):
+  config = rgb_config(fashion[0], deterministic=True)
+  splits = data.load(config)
+
+  def first_batch(seed):
+    pipeline = data.train_pipeline(splits, dataclasses.replace(config, seed=seed), 32, mixup_alpha=0.4)
+    return [tensor.numpy() for tensor in next(iter(pipeline))]
+
+  first, again, other = first_batch(1), first_batch(1), first_batch(2)
+  assert all(np.array_equal(a, b) for a, b in zip(first, again))
+  assert not np.array_equal(first[1], other[1])
 
 
 # Validation batches ----------------------------------------------------------------------------------
