@@ -9,7 +9,7 @@ import sys
 
 from absl import flags
 
-from pcnas_tf import data as data_lib
+from pcnas_tf import data_flags
 from pcnas_tf import search_lib
 
 flags.DEFINE_string("work_dir", "runs/demo", "Directory for checkpoints and results.")
@@ -50,15 +50,6 @@ flags.DEFINE_enum("search", "pcnas", list(search_lib.SEARCHES),
 flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "one_device", "multi_worker"],
                   "tf.distribute strategy.")
 flags.DEFINE_integer("checkpoint_every", 200, "Checkpoint every N training steps.")
-flags.DEFINE_integer("seed", 0, "Seed of paths, completions and the Oracle.")
-flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist, image_folder, or a prepared tfds name.")
-flags.DEFINE_string("data_dir", data_lib.DEFAULT_DATA_DIR, "tfds data directory or image-folder root.")
-flags.DEFINE_integer("resolution", 0, "Square input side; 0 for the native size.")
-flags.DEFINE_integer("channels", 3, "Input channels (grey images are repeated to RGB for 3).")
-flags.DEFINE_string("validation", "5000", "Validation carve-out from the training split: a count or a "
-                    "fraction.")
-flags.DEFINE_boolean("deterministic", True, "Fixed data order (needed for exact resumption).")
-
 FLAGS = flags.FLAGS
 FLAGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags")
 
@@ -72,10 +63,7 @@ def use_default_flagfile(name: str) -> None:
 
 def config_from_flags() -> search_lib.SearchConfig:
   """The `SearchConfig` of the parsed flags (not yet validated)."""
-  validation = float(FLAGS.validation) if "." in FLAGS.validation else int(FLAGS.validation)
-  data = data_lib.DataConfig(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
-                             resolution=FLAGS.resolution or None, channels=FLAGS.channels,
-                             validation=validation, seed=FLAGS.seed, deterministic=FLAGS.deterministic)
+  data = data_flags.data_config()
   return search_lib.SearchConfig(
       space=FLAGS.space, width=FLAGS.width, pool_size=FLAGS.pool_size, num_samples=FLAGS.num_samples,
       warmup_epochs=FLAGS.warmup_epochs, interval_epochs=FLAGS.interval_epochs,

@@ -18,6 +18,7 @@ import sys
 from absl import flags
 
 from pcnas_tf import data as data_lib
+from pcnas_tf import data_flags
 from pcnas_tf import errors
 from pcnas_tf import space as space_lib
 from pcnas_tf import train_lib
@@ -51,27 +52,7 @@ flags.DEFINE_string("init_from_supergraph", "", "A search work directory: start 
                     "weights for this architecture (needs --nose) instead of from scratch.")
 flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "one_device", "multi_worker"],
                   "tf.distribute strategy.")
-flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the data order and augmentation.")
-flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist, image_folder, or a prepared tfds name.")
-flags.DEFINE_string("data_dir", data_lib.DEFAULT_DATA_DIR, "tfds data directory or image-folder root.")
-flags.DEFINE_integer("resolution", 0, "Square input side; 0 for the native size.")
-flags.DEFINE_integer("channels", 3, "Input channels (grey images are repeated to RGB for 3).")
-flags.DEFINE_string("validation", "5000", "Validation carve-out from the training split (held out of "
-                    "training, reported per epoch): a count or a fraction.")
-flags.DEFINE_boolean("deterministic", True, "Fixed data order (needed for exact resumption).")
-
 FLAGS = flags.FLAGS
-# Data flags and the DataConfig fields they set; with --search_result, unset ones take the search's.
-_DATA_FLAGS = ("dataset", "data_dir", "resolution", "channels", "validation", "seed", "deterministic")
-
-
-def _flag_value(name):
-  value = FLAGS[name].value
-  if name == "resolution":
-    return value or None
-  if name == "validation":
-    return float(value) if "." in value else int(value)
-  return value
 
 
 def _architecture():
@@ -101,9 +82,9 @@ def _architecture():
 def _data_config(search_result):
   """The data settings: the search's where a flag is not set explicitly, else the flags'."""
   if search_result is None:
-    return data_lib.DataConfig(**{name: _flag_value(name) for name in _DATA_FLAGS})
+    return data_flags.data_config()
   searched = data_lib.DataConfig(**search_result["config"]["data"])
-  changes = {name: _flag_value(name) for name in _DATA_FLAGS if FLAGS[name].present}
+  changes = {name: data_flags.value(name) for name in data_flags.NAMES if FLAGS[name].present}
   return dataclasses.replace(searched, **changes)
 
 
