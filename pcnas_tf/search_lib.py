@@ -103,8 +103,7 @@ class Search:
     self.strategy = trainer_lib.make_strategy(config.strategy)
     self.splits = data_lib.load(config.data, min_resolution=self.space.total_stride)
     self.steps_per_epoch = config.steps_per_epoch or max(1, self.splits.num_train // config.batch_size)
-    total_epochs = config.warmup_epochs + self.space.num_layers * config.interval_epochs
-    self.total_steps = max(1, total_epochs * self.steps_per_epoch)
+    self.total_steps = max(1, self.total_epochs * self.steps_per_epoch)
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, self.total_steps, alpha=config.final_learning_rate / config.learning_rate)
     self.trainer = trainer_lib.SupergraphTrainer(

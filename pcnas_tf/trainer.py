@@ -5,8 +5,6 @@ which architecture to train: callers pass a path (one choice index per mixop) pe
 path is a plain tensor argument, identical on every replica, so the steps are traced once for all paths.
 """
 
-import math
-
 import keras
 import tensorflow as tf
 
@@ -84,27 +82,6 @@ class SupergraphTrainer:
   def evaluate(self, images, labels, path):
     """Correct predictions of `path` on one (non-distributed) batch, in inference mode."""
     return self._eval_step(images, labels, tf.convert_to_tensor(path, tf.int32))
-
-  def train_epoch(self, iterator, steps, next_path, progress=None):
-    """Runs `steps` steps, asking `next_path()` for each step's path.
-
-    Returns:
-      (mean loss, accuracy) over the epoch's training batches.
-
-    Raises:
-      DivergedError: when the loss becomes NaN or Inf.
-    """
-    loss_sum, correct_sum = 0.0, 0
-    for step in range(steps):
-      loss, correct = self.train_step(iterator, next_path())
-      loss = float(loss)
-      if not math.isfinite(loss):
-        raise DivergedError(f"Training loss became {loss} at step {int(self.optimizer.iterations)}; "
-                            f"lower --learning_rate or check the data.")
-      loss_sum, correct_sum = loss_sum + loss, correct_sum + int(correct)
-      if progress is not None:
-        progress(step, loss)
-    return loss_sum / steps, correct_sum / (steps * self.global_batch_size)
 
 
 def _correct(labels, logits):
