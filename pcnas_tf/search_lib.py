@@ -188,10 +188,8 @@ class Search:
     learning_rate = float(self.trainer.optimizer.current_learning_rate())
     self.log.append({"epoch": self.epoch, "phase": phase, "loss": loss, "accuracy": accuracy,
                      "learning_rate": learning_rate})
-    with self.writer.as_default(step=self.epoch):
-      tf.summary.scalar("train/loss", loss)
-      tf.summary.scalar("train/accuracy", accuracy)
-      tf.summary.scalar("train/learning_rate", learning_rate)
+    trainer_lib.write_scalars(self.writer, self.epoch, {
+        "train/loss": loss, "train/accuracy": accuracy, "train/learning_rate": learning_rate})
     if self.progress:
       print(f"epoch {self.epoch}/{self.total_epochs} ({phase}): loss {loss:.4f}, "
             f"accuracy {accuracy:.4f}, lr {learning_rate:.4g}", flush=True)
@@ -291,10 +289,9 @@ class Search:
           f"--budget.")
     costs = [self.constraint.cost_of_partial(m) for m in record["pool"]]
     record["pool_costs"] = costs
-    with self.writer.as_default(step=record["interval"] + 1):
-      for rank, value in enumerate(record["pool_potentials"]):
-        tf.summary.scalar(f"pool/potential_{rank}", value)
-        tf.summary.scalar(f"pool/{self.config.constraint}_{rank}", costs[rank])
+    scalars = {f"pool/potential_{rank}": value for rank, value in enumerate(record["pool_potentials"])}
+    scalars.update({f"pool/{self.config.constraint}_{rank}": cost for rank, cost in enumerate(costs)})
+    trainer_lib.write_scalars(self.writer, record["interval"] + 1, scalars)
     if self.progress:
       best = record["pool_potentials"][0]
       print(f"mixop {record['interval'] + 1}/{self.space.num_layers}: pool of "

@@ -330,11 +330,9 @@ class Training:
     learning_rate = float(self.optimizer.learning_rate)
     self.log.append({"epoch": self.epoch, "loss": loss, "accuracy": accuracy,
                      "validation_top1": validation_top1, "learning_rate": learning_rate})
-    with self.writer.as_default(step=self.epoch):
-      tf.summary.scalar("train/loss", loss)
-      tf.summary.scalar("train/accuracy", accuracy)
-      tf.summary.scalar("train/learning_rate", learning_rate)
-      tf.summary.scalar("validation/top1", validation_top1)
+    trainer_lib.write_scalars(self.writer, self.epoch, {
+        "train/loss": loss, "train/accuracy": accuracy, "train/learning_rate": learning_rate,
+        "validation/top1": validation_top1})
     if self.progress:
       print(f"epoch {self.epoch}/{self.config.epochs}: loss {loss:.4f}, accuracy {accuracy:.4f}, "
             f"validation top-1 {validation_top1:.4f}, lr {learning_rate:.4g}", flush=True)
@@ -386,9 +384,7 @@ class Training:
               "steps_per_epoch": self.steps_per_epoch, "wall_time_s": self.wall_time,
               "log": self.log, "config": config.to_json(), "versions": search_lib.versions(),
               **config.predicted}
-    with self.writer.as_default(step=self.epoch):
-      tf.summary.scalar("test/top1", top1)
-      tf.summary.scalar(f"test/top{TOP_K}", top5)
+    trainer_lib.write_scalars(self.writer, self.epoch, {"test/top1": top1, f"test/top{TOP_K}": top5})
     self.writer.flush()
     save_model_atomically(self.model, os.path.join(self.work_dir, MODEL_FILE))
     checkpoint.write_json(os.path.join(self.work_dir, RESULT_FILE), result)

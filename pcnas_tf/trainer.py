@@ -84,6 +84,13 @@ class SupergraphTrainer:
     return self._eval_step(images, labels, tf.convert_to_tensor(path, tf.int32))
 
 
+def write_scalars(writer, step: int, scalars: dict) -> None:
+  """Writes `{tag: value}` to a TensorBoard summary writer at `step`."""
+  with writer.as_default(step=step):
+    for tag, value in scalars.items():
+      tf.summary.scalar(tag, value)
+
+
 def _correct(labels, logits):
   predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
   return tf.reduce_sum(tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.int32))
