@@ -1,30 +1,25 @@
 """Nesterov SGD that updates only the selected path of a supergraph.
 
-Why not a stock Keras optimizer: the path is chosen inside the traced step, so the variables to update
+Why not a stock Keras optimizer: the path is chosen inside the traced step, so the weights to update
 are only known at run time. Feeding zero gradients for the unselected operators into `keras.optimizers.SGD`
 is wrong (momentum keeps moving their weights and weight decay shrinks them) and slow (measured here at
 1.44x the stand-alone step time). `PathSGD` keeps Keras' SGD update rule and its learning-rate schedules,
-but applies it per mixop inside a `tf.switch_case`, so unselected operators, their momentum slots and their
-decay are left bit-identical.
+but applies it, in each mixop's packed weight vector (see `supergraph.MixOp`), only to the slice the
+path's operator owns: a dynamic slice in, a strided-slice assignment out, so unselected operators, their
+momentum slots and their decay are left bit-identical, with no branching.
 """
-
-import functools
 
 import keras
 import tensorflow as tf
 
-# L2 regularisation (paper 4.1) covers convolution and dense kernels, not BN scales or biases.
-_DECAYED_WEIGHTS = ("kernel", "depthwise_kernel")
-
-
-def _is_decayed(variable) -> bool:
-  return variable.name.split("/")[-1].split(":")[0] in _DECAYED_WEIGHTS
+from pcnas_tf import supergraph as supergraph_lib
 
 
 class PathSGD:
   """SGD with (Nesterov) momentum and L2 weight decay, restricted to one path per step.
 
-  Create it inside the distribution strategy's scope, like the supergraph's variables.
+  Create it inside the distribution strategy's scope, like the supergraph's variables. `apply` runs in
+  the replica context on all-reduced gradients: each replica updates its own copy identically.
 
   Args:
     supergraph: the `Supergraph` whose variables it updates.
@@ -39,16 +34,14 @@ class PathSGD:
     self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
     self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
     self.shared_variables = [v for layer in supergraph.shared_layers() for v in layer.trainable_variables]
-    self.candidate_variables = [[op.trainable_variables for op in mixop.candidates]
-                                for mixop in supergraph.mixops]
+    self.mixops = list(supergraph.mixops)
     self.slots = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="momentum")
                   for v in self.variables]
 
   @property
   def variables(self):
-    """Every variable it updates, in the order `apply` expects gradients: shared, then by mixop."""
-    return self.shared_variables + [v for mixop in self.candidate_variables
-                                    for group in mixop for v in group]
+    """Every variable it updates, in the order `apply` expects gradients: shared, then one per mixop."""
+    return self.shared_variables + [mixop.packed_weights for mixop in self.mixops]
 
   def current_learning_rate(self):
     if isinstance(self.learning_rate, keras.optimizers.schedules.LearningRateSchedule):
@@ -58,28 +51,38 @@ class PathSGD:
   def apply(self, gradients, path):
     """Applies `gradients` (aligned with `variables`) to the shared layers and `path`'s operators."""
     learning_rate = self.current_learning_rate()
-    position = len(self.shared_variables)
-    self._update(self.shared_variables, gradients[:position], self.slots[:position], learning_rate)
-    for index, groups in enumerate(self.candidate_variables):
-      branches = []
-      for group in groups:
-        end = position + len(group)
-        branches.append(functools.partial(self._update, group, gradients[position:end],
-                                          self.slots[position:end], learning_rate))
-        position = end
-      if len(branches) == 1:
-        branches[0]()
-      else:
-        tf.switch_case(path[index], branches)
+    shared = len(self.shared_variables)
+    for variable, gradient, slot in zip(self.shared_variables, gradients, self.slots):
+      decay = 1.0 if supergraph_lib.is_decayed(variable) else 0.0
+      new_variable, new_slot = self._rule(variable, gradient, slot, decay, learning_rate)
+      slot.assign(new_slot)
+      variable.assign(new_variable)
+    for index, mixop in enumerate(self.mixops):
+      if mixop.weight_offsets[-1] == 0:
+        continue
+      variable, gradient, slot = mixop.packed_weights, gradients[shared + index], self.slots[shared + index]
+      offsets = tf.constant(mixop.weight_offsets)
+      start, stop = offsets[path[index]], offsets[path[index] + 1]
+      part = lambda flat: flat[start:stop]  # pylint: disable=cell-var-from-loop
+      new_variable, new_slot = self._rule(
+          part(tf.convert_to_tensor(variable)), part(gradient), part(tf.convert_to_tensor(slot)),
+          part(tf.constant(mixop.decay_mask)), learning_rate)
+      _assign_slice(slot, start, stop, new_slot)
+      _assign_slice(variable, start, stop, new_variable)
     self.iterations.assign_add(1)
 
-  def _update(self, variables, gradients, slots, learning_rate):
-    for variable, gradient, slot in zip(variables, gradients, slots):
-      if self.weight_decay and _is_decayed(variable):
-        gradient = gradient + self.weight_decay * variable
-      slot.assign(self.momentum * slot - learning_rate * gradient)
-      if self.nesterov:
-        variable.assign_add(self.momentum * slot - learning_rate * gradient)
-      else:
-        variable.assign_add(slot)
-    return tf.constant(0)
+  def _rule(self, variable, gradient, slot, decay, learning_rate):
+    """Keras' SGD rule with L2 decay where `decay` is 1: returns (new variable, new momentum)."""
+    variable = tf.convert_to_tensor(variable)
+    if self.weight_decay:
+      gradient = gradient + self.weight_decay * decay * variable
+    new_slot = self.momentum * tf.convert_to_tensor(slot) - learning_rate * gradient
+    step = self.momentum * new_slot - learning_rate * gradient if self.nesterov else new_slot
+    return variable + step, new_slot
+
+
+def _assign_slice(variable, start, stop, value):
+  # `handle` is this replica's copy under tf.distribute (the replica context), the variable itself
+  # otherwise; Keras and tf.Variable offer no dynamic-bounds slice assignment that reaches it.
+  tf.raw_ops.ResourceStridedSliceAssign(ref=variable.handle, begin=tf.reshape(start, [1]),
+                                        end=tf.reshape(stop, [1]), strides=[1], value=value)

@@ -139,8 +139,7 @@ def load_supergraph(search_dir: str, space, input_shape, num_classes) -> supergr
     raise errors.UserError(f"Search directory {search_dir!r} has no checkpoint; give the work directory "
                            f"of a finished search.")
   supergraph = supergraph_lib.Supergraph(space, tuple(input_shape), num_classes)
-  for variable, value in zip(supergraph.variables, found[0]):  # supergraph variables come first
-    variable.assign(value)
+  supergraph.assign_arrays(found[0], search_dir)  # supergraph variables come first
   return supergraph
 
 

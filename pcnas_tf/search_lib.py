@@ -316,9 +316,10 @@ class Search:
     if found is None:
       return
     arrays, state = found
-    variables = self.trainer.supergraph.variables + self.trainer.optimizer.slots
-    for variable, value in zip(variables, arrays):
-      variable.assign(value)
+    supergraph = self.trainer.supergraph
+    supergraph.assign_arrays(arrays, self.work_dir)
+    for slot, value in zip(self.trainer.optimizer.slots, arrays[len(supergraph.variables):]):
+      slot.assign(value)
     self.trainer.optimizer.iterations.assign(arrays[-1])
     from keras_tuner.src.engine import trial as trial_module  # pylint: disable=g-import-not-at-top
     self.oracle.trials = {tid: trial_module.Trial.from_state(s) for tid, s in state["trials"].items()}

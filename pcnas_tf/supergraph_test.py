@@ -1,8 +1,10 @@
 """Tests of the supergraph: one trace for every path, single-path updates, shared weights."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
+from pcnas_tf import errors
 from pcnas_tf import model as model_lib
 from pcnas_tf import space as space_lib
 from pcnas_tf import trainer as trainer_lib
@@ -44,6 +46,12 @@ def test_one_trace_serves_200_paths():
   assert trainer.trace_count == 2  # one train-step trace plus one eval-step trace
 
 
+def _changed_candidates(before, after, offsets):
+  """The candidates whose slice offsets[i]:offsets[i+1] of a packed vector changed."""
+  return {i for i in range(len(offsets) - 1)
+          if not np.array_equal(before[offsets[i]:offsets[i + 1]], after[offsets[i]:offsets[i + 1]])}
+
+
 def test_step_changes_only_the_selected_path():
   trainer, rng, iterator = _trainer(weight_decay=1e-2), np.random.default_rng(1), _iterator()
   for _ in range(30):  # every operator gets momentum and moving statistics first
@@ -52,19 +60,42 @@ def test_step_changes_only_the_selected_path():
   before = _snapshot(trainer)
   trainer.train_step(iterator, path)
   after = _snapshot(trainer)
-  changed = {key.split("/")[0] for key in before if not np.array_equal(before[key], after[key])}
-  selected = {SPACE.layers[i].choices[c] for i, c in enumerate(path)}
-  names = {f"layer_{i:02d}_{op}" for i, op in enumerate(SPACE.arch_from_indices(path))}
-  assert {name for name in changed if name.startswith("layer_")} == names
-  unselected = [v for mixop in trainer.supergraph.mixops for op in mixop.candidates
-                if op.name not in names for v in op.variables]
-  assert unselected and all(np.array_equal(before[v.path], after[v.path]) for v in unselected)
-  optimizer = trainer.optimizer
-  for index, variable in enumerate(optimizer.variables):
-    owner = variable.path.split("/")[0]
-    if owner.startswith("layer_") and owner not in names:
-      assert np.array_equal(before[f"slot/{index}"], after[f"slot/{index}"]), variable.path
-  assert selected  # moving statistics are among `variables`, so the checks above cover BN too
+  slot_of = {id(v): f"slot/{i}" for i, v in enumerate(trainer.optimizer.variables)}
+  for index, mixop in enumerate(trainer.supergraph.mixops):
+    weights, statistics = mixop.packed_weights, mixop.packed_statistics
+    slot = slot_of[id(weights)]
+    # Weights, momentum and moving statistics change in the selected operator's slice, nowhere else.
+    assert _changed_candidates(before[weights.path], after[weights.path], mixop.weight_offsets) == {
+        path[index]}, weights.path
+    assert _changed_candidates(before[slot], after[slot], mixop.weight_offsets) == {path[index]}
+    assert _changed_candidates(before[statistics.path], after[statistics.path],
+                               mixop.statistic_offsets) == {path[index]}, statistics.path
+  shared = {v.path for layer in trainer.supergraph.shared_layers() for v in layer.trainable_variables}
+  assert shared and all(not np.array_equal(before[p], after[p]) for p in shared)
+
+
+def test_candidate_weights_follow_the_template_layout():
+  trainer = _trainer()
+  mixop = trainer.supergraph.mixops[0]
+  for choice, template in enumerate(mixop.candidates):
+    trainable, statistics = mixop.candidate_weights(choice)
+    assert [a.shape for a in trainable] == [tuple(v.shape) for v in template.trainable_variables]
+    assert [a.shape for a in statistics] == [tuple(v.shape) for v in template.non_trainable_variables]
+  # Templates are not the supergraph's state: checkpoints hold the packed variables only.
+  template_ids = {id(v) for op in mixop.candidates for v in op.variables}
+  assert not template_ids & {id(v) for v in trainer.supergraph.variables}
+
+
+def test_assign_arrays_rejects_another_width():
+  trainer = _trainer()
+  other = trainer_lib.SupergraphTrainer(space_lib.macro_space(0.25), SHAPE, 10,
+                                        tf.distribute.OneDeviceStrategy("/cpu:0"), BATCH)
+  arrays = [v.numpy() for v in other.supergraph.variables]
+  with pytest.raises(errors.UserError, match="does not fit this supergraph"):
+    trainer.supergraph.assign_arrays(arrays, "somewhere")
+  own = [v.numpy() + 1 for v in trainer.supergraph.variables]
+  trainer.supergraph.assign_arrays(own, "here")
+  np.testing.assert_array_equal(trainer.supergraph.variables[0].numpy(), own[0])
 
 
 def test_inherited_weights_reproduce_the_supergraph_path():
