@@ -44,8 +44,8 @@ MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 TOP_K = 5
-# Per-epoch data seeds are seed + stride * epoch: the stride exceeds any count of input pipelines, which
-# `data.train_pipeline` adds to the seed, so no two (epoch, pipeline) pairs share a seed.
+# Per-epoch data seeds are seed + stride * epoch: the stride exceeds any count of replicas, whose id
+# `data.train_pipeline` adds to the seed, so no two (epoch, replica) pairs share a seed.
 _EPOCH_SEED_STRIDE = 10_000
 _OUTPUTS = (CHECKPOINT_DIR, "tensorboard", CONFIG_FILE, RESULT_FILE, MODEL_FILE)
 # L2 regularisation covers convolution and dense kernels, as in `optimizer.PathSGD`.
