@@ -15,6 +15,7 @@ end (`output_dir`). All tasks read checkpoints from the shared work directory wh
 on real machines one sets TF_CONFIG per machine instead (README, "From one GPU to many machines").
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -105,6 +106,33 @@ def remove_output_dir(directory: str, work_dir: str) -> None:
   """Deletes a non-chief task's temporary output directory (never the work directory)."""
   if os.path.abspath(directory) != os.path.abspath(work_dir):
     shutil.rmtree(directory, ignore_errors=True)
+
+
+class WorkerLostError(ClusterError):
+  """Another task of the cluster stopped or could not be reached in time."""
+
+
+@contextlib.contextmanager
+def lost_workers_reported(work_dir: str, task: Task):
+  """Turns the collectives' failure when a task dies into one sentence saying how to resume.
+
+  When a task dies, the others fail at their next collective: at once when its connection resets, or
+  after the collective timeout (`trainer.make_strategy`). MultiWorkerMirroredStrategy cannot continue
+  with fewer tasks, so the whole cluster stops and is started again; it resumes from the newest
+  checkpoint in the shared work directory.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    yield
+  except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+          tf.errors.AbortedError) as error:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    telling = [line for line in lines if "aborted by" in line or "timed out" in line.lower()]
+    first_line = (telling or lines or [""])[0]
+    raise WorkerLostError(
+        f"{task.name} lost contact with the cluster ({type(error).__name__}: {first_line[:200]}); start "
+        f"every task again with the same command and TF_CONFIG: they resume from the newest checkpoint "
+        f"in {work_dir!r}.") from error
 
 
 def gather(strategy, values) -> np.ndarray:

@@ -463,12 +463,18 @@ def run_search(config: SearchConfig, work_dir: str, overwrite=False, progress=Tr
   `work_dir`; only the chief prepares, locks and writes it (see cluster.py).
   """
   config.validate()
-  if config.strategy == "multi_worker" and not cluster_lib.task_from_env().is_chief:
-    search = Search(config, work_dir, progress, collective_timeout_s)
-    try:
-      return search.run()
-    finally:
-      cluster_lib.remove_output_dir(search.out_dir, work_dir)
-  prepare_work_dir(work_dir, config, overwrite)
-  with checkpoint.WorkDirLock(work_dir):
-    return Search(config, work_dir, progress, collective_timeout_s).run()
+  if config.strategy != "multi_worker":
+    prepare_work_dir(work_dir, config, overwrite)
+    with checkpoint.WorkDirLock(work_dir):
+      return Search(config, work_dir, progress, collective_timeout_s).run()
+  task = cluster_lib.task_from_env()
+  with cluster_lib.lost_workers_reported(work_dir, task):
+    if not task.is_chief:
+      search = Search(config, work_dir, progress, collective_timeout_s)
+      try:
+        return search.run()
+      finally:
+        cluster_lib.remove_output_dir(search.out_dir, work_dir)
+    prepare_work_dir(work_dir, config, overwrite)
+    with checkpoint.WorkDirLock(work_dir):
+      return Search(config, work_dir, progress, collective_timeout_s).run()

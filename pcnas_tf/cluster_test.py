@@ -1,0 +1,190 @@
+"""Tests of multi-worker searches: TF_CONFIG roles, and two worker processes on 127.0.0.1.
+
+The end-to-end tests start real MultiWorkerMirroredStrategy clusters of two CPU processes on loopback
+ports and compare them with one process of two replicas (two logical CPUs, MirroredStrategy): with the
+same seed and global batch every replica sees the same examples at every step in both layouts, so the
+final pools must be equal, potentials included.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from pcnas_tf import cluster
+from pcnas_tf import errors
+from pcnas_tf import testing
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT_S = 420  # per cluster run; a hung collective fails the test instead of stalling `make test`
+
+# Runs one search task: argv = work_dir, config JSON, output path ("TASK" becomes the task index), number
+# of logical CPUs. Every task writes its own result there (non-chief tasks keep nothing in work_dir).
+RUNNER = textwrap.dedent('''
+    import json, os, sys
+    if int(sys.argv[4]) > 1:
+      import tensorflow as tf
+      cpu = tf.config.list_physical_devices("CPU")[0]
+      tf.config.set_logical_device_configuration(
+          cpu, [tf.config.LogicalDeviceConfiguration()] * int(sys.argv[4]))
+    from pcnas_tf import cluster, data, errors, search_lib
+    fields = json.loads(sys.argv[2])
+    fields["data"] = data.DataConfig(**fields["data"])
+    task = cluster.task_from_env() if os.environ.get("TF_CONFIG") else cluster.Task()
+    try:
+      result = search_lib.run_search(search_lib.SearchConfig(**fields), sys.argv[1], progress=False,
+                                     collective_timeout_s=60)
+    except errors.UserError as error:
+      print(f"error: {error}", flush=True)
+      sys.exit(2)
+    with open(sys.argv[3].replace("TASK", str(task.index)), "w") as f:
+      json.dump({key: result[key] for key in ("final_pool", "paths_digest", "distribution", "log")}, f)
+''')
+
+
+def tf_config(task_type="worker", index=0, workers=2, chief=False):
+  config = {"cluster": {"worker": [f"127.0.0.1:{2000 + i}" for i in range(workers)]},
+            "task": {"type": task_type, "index": index}}
+  if chief:
+    config["cluster"]["chief"] = ["127.0.0.1:1999"]
+  return {cluster.ENV: json.dumps(config)}
+
+
+@pytest.mark.parametrize("environ, chief, tasks", [
+    (tf_config("worker", 0), True, 2),
+    (tf_config("worker", 1), False, 2),
+    (tf_config("worker", 0, chief=True), False, 3),
+    (tf_config("chief", 0, chief=True), True, 3),
+])
+def test_chief_is_the_chief_task_or_else_worker_zero(environ, chief, tasks):
+  task = cluster.task_from_env(environ)
+  assert task.is_chief == chief and task.num_tasks == tasks
+
+
+@pytest.mark.parametrize("environ, message", [
+    ({}, "needs the TF_CONFIG environment variable"),
+    ({cluster.ENV: "{cluster:"}, "TF_CONFIG is not valid JSON"),
+    ({cluster.ENV: '{"task": {"type": "worker"}}'}, 'needs a "cluster" and a "task"'),
+    ({cluster.ENV: '{"cluster": {"ps": ["a:1"]}, "task": {"type": "ps"}}'}, "roles \\['ps'\\] are not"),
+    ({cluster.ENV: '{"cluster": {"worker": ["a"]}, "task": {"type": "worker"}}'}, "host:port"),
+    ({cluster.ENV: '{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief"}}'}, "type 'chief' is not"),
+    ({cluster.ENV: '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}'},
+     "index 1 is out of range; allowed for 'worker': 0..0"),
+])
+def test_missing_or_malformed_tf_config_is_one_clear_sentence(environ, message):
+  with pytest.raises(errors.UserError, match=message):
+    cluster.task_from_env(environ)
+
+
+def test_multi_worker_search_without_tf_config_is_refused(tmp_path, monkeypatch):
+  from pcnas_tf import search_lib  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv(cluster.ENV, raising=False)
+  config = dataclasses.replace(search_lib.SearchConfig(), strategy="multi_worker")
+  with pytest.raises(cluster.ClusterError, match="--strategy=multi_worker needs the TF_CONFIG"):
+    search_lib.run_search(config, str(tmp_path), progress=False)
+
+
+def test_only_the_chief_writes_to_the_work_dir(tmp_path):
+  assert cluster.output_dir(str(tmp_path), cluster.Task()) == str(tmp_path)
+  worker = cluster.output_dir(str(tmp_path), cluster.Task("worker", 1, 2))
+  assert os.path.isdir(worker) and not worker.startswith(str(tmp_path))
+  cluster.remove_output_dir(worker, str(tmp_path))
+  cluster.remove_output_dir(str(tmp_path), str(tmp_path))
+  assert not os.path.exists(worker) and os.path.isdir(tmp_path)
+
+
+def test_gather_returns_each_replicas_values():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  rows = cluster.gather(tf.distribute.OneDeviceStrategy("/cpu:0"), [3, cluster.digest(["a", 1])])
+  assert rows.shape == (1, 2) and rows[0, 0] == 3 and rows[0, 1] == cluster.digest(["a", 1])
+  assert cluster.digest(["a", 1]) != cluster.digest(["a", 2]) and cluster.digest([1]) < 2 ** 53
+
+
+# Two worker processes on 127.0.0.1 -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """The tiny search as one process of two replicas, and as two worker processes (never killed)."""
+  root = tmp_path_factory.mktemp("multiworker")
+  config = testing.tiny_search_config(str(root))
+  single = run_one_process(dataclasses.replace(config, strategy="mirrored"), root / "single")
+  multi = dataclasses.replace(config, strategy="multi_worker")
+  with cluster.LocalCluster(runner_argv(multi, root / "multi", root / "multi_TASK.json"), 2,
+                            str(root / "logs"), cwd=REPO) as workers:
+    codes = workers.wait(TIMEOUT_S)
+  assert codes == [0, 0], workers.logs()
+  return {"config": multi, "root": root, "single": single,
+          "workers": [read_json(root / f"multi_{i}.json") for i in range(2)]}
+
+
+def runner_argv(config, work_dir, output):
+  return [sys.executable, "-c", RUNNER, str(work_dir), json.dumps(config.to_json()), str(output), "1"]
+
+
+def run_one_process(config, work_dir, logical_cpus=2):
+  output = f"{work_dir}.json"
+  argv = [sys.executable, "-c", RUNNER, str(work_dir), json.dumps(config.to_json()), output,
+          str(logical_cpus)]
+  done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  return read_json(output)
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def as_text(value):
+  """JSON text, so that NaN potentials compare equal."""
+  return json.dumps(value, sort_keys=True)
+
+
+@pytest.mark.slow
+def test_two_workers_agree_on_every_path_and_match_one_process_of_two_replicas(runs):
+  chief, worker = runs["workers"]
+  assert chief["distribution"] == {"strategy": "multi_worker", "tasks": 2, "replicas": 2}
+  assert runs["single"]["distribution"]["replicas"] == 2
+  # Every path either worker trained, in order (and checked at each epoch's end during the run).
+  assert chief["paths_digest"] == worker["paths_digest"] == runs["single"]["paths_digest"]
+  assert as_text(chief["final_pool"]) == as_text(worker["final_pool"])
+  # Same examples per replica per step, two-value all-reduces: equal to the last bit.
+  assert as_text(chief["final_pool"]) == as_text(runs["single"]["final_pool"])
+  np.testing.assert_array_equal([e["loss"] for e in chief["log"]], [e["loss"] for e in runs["single"]["log"]])
+  work_dir = runs["root"] / "multi"
+  assert sorted(os.listdir(work_dir)) == ["checkpoints", "chosen_arch.png", "config.json", "oracle",
+                                          "search.png", "search_result.json", "tensorboard"]
+  assert read_json(work_dir / "search_result.json")["final_pool"] == chief["final_pool"]
+
+
+@pytest.mark.slow
+def test_worker_killed_after_a_checkpoint_the_restarted_cluster_loses_nothing(runs):
+  root, work_dir = runs["root"], runs["root"] / "killed"
+  argv = runner_argv(runs["config"], work_dir, root / "killed_TASK.json")
+  # Checkpoint 3 is written mid interval 1 (see search_lib_test); worker 1 dies after it.
+  target = work_dir / "checkpoints" / "ckpt-00000003"
+  with cluster.LocalCluster(argv, 2, str(root / "killed_logs"), cwd=REPO) as workers:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not target.exists() and time.monotonic() < deadline and workers.processes[0].poll() is None:
+      time.sleep(0.05)
+    assert target.exists(), workers.logs()
+    workers.kill(1)
+    codes = workers.wait(TIMEOUT_S)  # the chief fails at its next collective, not hangs
+  assert codes[0] == 2 and codes[1] != 0, workers.logs()
+  assert "lost contact with the cluster" in workers.logs() and "resume from the newest" in workers.logs()
+  with cluster.LocalCluster(argv, 2, str(root / "restarted_logs"), cwd=REPO) as workers:
+    codes = workers.wait(TIMEOUT_S)
+  assert codes == [0, 0], workers.logs()
+  resumed = [read_json(root / f"killed_{i}.json") for i in range(2)]
+  reference = runs["workers"][0]
+  for result in resumed:
+    assert result["paths_digest"] == reference["paths_digest"]
+    assert as_text(result["final_pool"]) == as_text(reference["final_pool"])
+  assert [e["loss"] for e in resumed[0]["log"]] == [e["loss"] for e in reference["log"]]
