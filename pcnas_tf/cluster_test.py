@@ -9,10 +9,6 @@ final pools must be equal, potentials included.
 import dataclasses
 import json
 import os
-import subprocess
-import sys
-import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -20,32 +16,6 @@ import pytest
 from pcnas_tf import cluster
 from pcnas_tf import errors
 from pcnas_tf import testing
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT_S = 420  # per cluster run; a hung collective fails the test instead of stalling `make test`
-
-# Runs one search task: argv = work_dir, config JSON, output path ("TASK" becomes the task index), number
-# of logical CPUs. Every task writes its own result there (non-chief tasks keep nothing in work_dir).
-RUNNER = textwrap.dedent('''
-    import json, os, sys
-    if int(sys.argv[4]) > 1:
-      import tensorflow as tf
-      cpu = tf.config.list_physical_devices("CPU")[0]
-      tf.config.set_logical_device_configuration(
-          cpu, [tf.config.LogicalDeviceConfiguration()] * int(sys.argv[4]))
-    from pcnas_tf import cluster, data, errors, search_lib
-    fields = json.loads(sys.argv[2])
-    fields["data"] = data.DataConfig(**fields["data"])
-    task = cluster.task_from_env() if os.environ.get("TF_CONFIG") else cluster.Task()
-    try:
-      result = search_lib.run_search(search_lib.SearchConfig(**fields), sys.argv[1], progress=False,
-                                     collective_timeout_s=60)
-    except errors.UserError as error:
-      print(f"error: {error}", flush=True)
-      sys.exit(2)
-    with open(sys.argv[3].replace("TASK", str(task.index)), "w") as f:
-      json.dump({key: result[key] for key in ("final_pool", "paths_digest", "distribution", "log")}, f)
-''')
 
 
 def tf_config(task_type="worker", index=0, workers=2, chief=False):
@@ -114,32 +84,11 @@ def runs(tmp_path_factory):
   """The tiny search as one process of two replicas, and as two worker processes (never killed)."""
   root = tmp_path_factory.mktemp("multiworker")
   config = testing.tiny_search_config(str(root))
-  single = run_one_process(dataclasses.replace(config, strategy="mirrored"), root / "single")
+  single = testing.run_search_process(dataclasses.replace(config, strategy="mirrored"), root / "single")
   multi = dataclasses.replace(config, strategy="multi_worker")
-  with cluster.LocalCluster(runner_argv(multi, root / "multi", root / "multi_TASK.json"), 2,
-                            str(root / "logs"), cwd=REPO) as workers:
-    codes = workers.wait(TIMEOUT_S)
-  assert codes == [0, 0], workers.logs()
-  return {"config": multi, "root": root, "single": single,
-          "workers": [read_json(root / f"multi_{i}.json") for i in range(2)]}
-
-
-def runner_argv(config, work_dir, output):
-  return [sys.executable, "-c", RUNNER, str(work_dir), json.dumps(config.to_json()), str(output), "1"]
-
-
-def run_one_process(config, work_dir, logical_cpus=2):
-  output = f"{work_dir}.json"
-  argv = [sys.executable, "-c", RUNNER, str(work_dir), json.dumps(config.to_json()), output,
-          str(logical_cpus)]
-  done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
-  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-  return read_json(output)
-
-
-def read_json(path):
-  with open(path) as f:
-    return json.load(f)
+  run = testing.run_search_cluster(multi, root / "multi", str(root / "logs"))
+  assert run.codes == [0, 0], run.logs
+  return {"config": multi, "root": root, "single": single, "workers": run.results}
 
 
 def as_text(value):
@@ -160,31 +109,26 @@ def test_two_workers_agree_on_every_path_and_match_one_process_of_two_replicas(r
   np.testing.assert_array_equal([e["loss"] for e in chief["log"]],
                                 [e["loss"] for e in runs["single"]["log"]])
   work_dir = runs["root"] / "multi"
-  assert sorted(n for n in os.listdir(work_dir) if n != ".lock") == ["checkpoints", "chosen_arch.png", "config.json", "oracle",
-                                          "search.png", "search_result.json", "tensorboard"]
-  assert read_json(work_dir / "search_result.json")["final_pool"] == chief["final_pool"]
+  assert sorted(n for n in os.listdir(work_dir) if n != ".lock") == [
+      "checkpoints", "chosen_arch.png", "config.json", "oracle", "search.png", "search_result.json",
+      "tensorboard"]
+  assert testing.read_json(work_dir / "search_result.json")["final_pool"] == chief["final_pool"]
 
 
 @pytest.mark.slow
 def test_worker_killed_after_a_checkpoint_the_restarted_cluster_loses_nothing(runs):
   root, work_dir = runs["root"], runs["root"] / "killed"
-  argv = runner_argv(runs["config"], work_dir, root / "killed_TASK.json")
-  # Checkpoint 3 is written mid interval 1 (see search_lib_test); worker 1 dies after it.
-  target = work_dir / "checkpoints" / "ckpt-00000003"
-  with cluster.LocalCluster(argv, 2, str(root / "killed_logs"), cwd=REPO) as workers:
-    deadline = time.monotonic() + TIMEOUT_S
-    while not target.exists() and time.monotonic() < deadline and workers.processes[0].poll() is None:
-      time.sleep(0.05)
-    assert target.exists(), workers.logs()
-    workers.kill(1)
-    codes = workers.wait(TIMEOUT_S)  # the chief fails at its next collective, not hangs
-  assert codes[0] == 2 and codes[1] != 0, workers.logs()
-  assert "lost contact with the cluster" in workers.logs() and "resume from the newest" in workers.logs()
-  with cluster.LocalCluster(argv, 2, str(root / "restarted_logs"), cwd=REPO) as workers:
-    codes = workers.wait(TIMEOUT_S)
-  assert codes == [0, 0], workers.logs()
-  resumed = [read_json(root / f"killed_{i}.json") for i in range(2)]
-  reference = runs["workers"][0]
+  # Checkpoint 3 is written mid interval 1 (see search_lib_test); worker 1 dies after it, and the chief
+  # fails at its next collective instead of hanging.
+  killed = testing.run_search_cluster(runs["config"], work_dir, str(root / "killed_logs"),
+                                     kill_after_checkpoint=3)
+  assert killed.codes[0] == 2 and killed.codes[1] != 0, killed.logs
+  assert "lost contact with the cluster" in killed.logs
+  assert "resume from the newest checkpoint" in killed.logs
+  restarted = testing.run_search_cluster(runs["config"], work_dir, str(root / "restarted_logs"))
+  assert restarted.codes == [0, 0], restarted.logs
+  assert "lost contact" not in restarted.logs
+  resumed, reference = restarted.results, runs["workers"][0]
   for result in resumed:
     assert result["paths_digest"] == reference["paths_digest"]
     assert as_text(result["final_pool"]) == as_text(reference["final_pool"])
