@@ -60,9 +60,9 @@ def main():
                                       kill_after_checkpoint=KILL_AFTER_CHECKPOINT)
   survivor_stopped = killed.codes[0] == 2 and "lost contact with the cluster" in killed.logs
   restarted = testing.run_search_cluster(multi, killed_dir, os.path.join(root, "restarted_logs"))
-  recovered = (survivor_stopped and restarted.codes == [0, 0]
-               and all(r["paths_digest"] == chief["paths_digest"] and _same(r["final_pool"], chief["final_pool"])
-                       for r in restarted.results))
+  recovered = survivor_stopped and restarted.codes == [0, 0] and all(
+      r["paths_digest"] == chief["paths_digest"] and _same(r["final_pool"], chief["final_pool"])
+      for r in restarted.results)
   stop_s = killed.finished_s - killed.killed_at_s
   print(f"worker 1 killed after checkpoint {KILL_AFTER_CHECKPOINT} at {killed.killed_at_s:.1f} s; the "
         f"chief stopped {stop_s:.1f} s later (exit codes {killed.codes})")

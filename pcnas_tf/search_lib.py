@@ -321,18 +321,9 @@ class Search:
     """
     if not self.multi_worker:
       return
-    # One row per replica: pool size, member lengths, members' choices, padded to a fixed width.
-    size, layers = self.config.pool_size, self.space.num_layers
     pool = list(self.oracle.pool)
-    row = np.full(1 + size + size * layers, -1)
-    row[0], row[1:1 + len(pool)] = len(pool), [len(m) for m in pool]
-    flat = [c for member in pool for c in member]
-    row[1 + size:1 + size + len(flat)] = flat
-    chief = cluster_lib.gather(self.strategy, row)[0].astype(int)
-    lengths, flat, chief_pool = chief[1:1 + chief[0]], list(chief[1 + size:]), []
-    for length in lengths:
-      chief_pool.append(tuple(int(c) for c in flat[:length]))
-      flat = flat[length:]
+    row = pool_lib.to_row(pool, self.config.pool_size, self.space.num_layers)
+    chief_pool = pool_lib.from_row(cluster_lib.gather(self.strategy, row)[0], self.config.pool_size)
     if chief_pool != pool:
       print(f"{self.task.name}: scored a different pool than the chief's (potentials differ in their "
             f"last bits); training the chief's.", flush=True)
