@@ -9,6 +9,7 @@ final pools must be equal, potentials included.
 import dataclasses
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -97,6 +98,7 @@ def as_text(value):
 
 
 @pytest.mark.slow
+@pytest.mark.multiworker
 def test_two_workers_agree_on_every_path_and_match_one_process_of_two_replicas(runs):
   chief, worker = runs["workers"]
   assert chief["distribution"] == {"strategy": "multi_worker", "tasks": 2, "replicas": 2}
@@ -116,6 +118,7 @@ def test_two_workers_agree_on_every_path_and_match_one_process_of_two_replicas(r
 
 
 @pytest.mark.slow
+@pytest.mark.multiworker
 def test_worker_killed_after_a_checkpoint_the_restarted_cluster_loses_nothing(runs):
   root, work_dir = runs["root"], runs["root"] / "killed"
   # Checkpoint 3 is written mid interval 1 (see search_lib_test); worker 1 dies after it, and the chief
@@ -133,3 +136,23 @@ def test_worker_killed_after_a_checkpoint_the_restarted_cluster_loses_nothing(ru
     assert result["paths_digest"] == reference["paths_digest"]
     assert as_text(result["final_pool"]) == as_text(reference["final_pool"])
   assert [e["loss"] for e in resumed[0]["log"]] == [e["loss"] for e in reference["log"]]
+
+
+@pytest.mark.slow
+@pytest.mark.multiworker
+def test_two_workers_retrain_an_architecture_and_only_the_chief_keeps_files(runs):
+  root = runs["root"]
+  # 127 validation images: shards of 64 and 63, so with 21 images per replica one worker has a batch
+  # more than the other, and gets an empty batch while the other finishes.
+  argv = [sys.executable, "-m", "pcnas_tf.train_main", f"--space={root / 'tiny_space.json'}",
+          "--arch=120", f"--data_dir={runs['config'].data.data_dir}", "--resolution=8",
+          "--validation=127", "--epochs=1", "--steps_per_epoch=2", "--batch_size=16",
+          "--eval_batch_size=42", "--nose", "--strategy=multi_worker", f"--work_dir={root / 'train'}",
+          "--noprogress", "--collective_timeout_s=60"]
+  with cluster.LocalCluster(argv, 2, str(root / "train_logs"), cwd=testing.REPO) as workers:
+    codes = workers.wait(testing.CLUSTER_TIMEOUT_S)
+  assert codes == [0, 0], workers.logs()
+  result = testing.read_json(root / "train" / "train_result.json")
+  assert result["test_images"] == 100 and len(result["log"]) == 1
+  assert sorted(n for n in os.listdir(root / "train") if n != ".lock") == [
+      "checkpoints", "config.json", "model.keras", "tensorboard", "train_result.json"]
