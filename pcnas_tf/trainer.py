@@ -20,11 +20,12 @@ class DivergedError(errors.UserError):
   """The training loss became NaN or Inf."""
 
 
-# How long a collective (one step's all-reduce) may wait for the other workers before it fails. Without
-# it the survivors of a dead worker can wait forever; with it they stop, and the restarted cluster resumes
-# from the last checkpoint. A step's collectives must finish within it, potential evaluation included
-# when workers score candidates at different speeds, hence generous.
-COLLECTIVE_TIMEOUT_S = 600
+# How long a collective (a step's all-reduce) may wait for the slowest worker before it fails, so that no
+# failure can hang the survivors forever. A dead or frozen worker is caught sooner by the strategy's
+# coordination service, whose heartbeats stop (seconds, see README); this is the backstop. It must exceed
+# how far the workers can drift apart between two collectives: each scores an interval's candidates on
+# its own before the pool is shared, and machines of unequal speed finish that at different times.
+COLLECTIVE_TIMEOUT_S = 3600
 
 
 def make_strategy(name: str = "mirrored", collective_timeout_s: float = COLLECTIVE_TIMEOUT_S
