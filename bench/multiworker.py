@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 import time
 
@@ -32,12 +33,7 @@ def _same(a, b) -> bool:
   return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # NaN potentials compare equal
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--work_dir", default=None, help="Where the runs go (default: a temporary dir).")
-  args = parser.parse_args()
-  root = args.work_dir or tempfile.mkdtemp(prefix="bench_multiworker_")
-  os.makedirs(root, exist_ok=True)
+def _run(root):
   config = testing.tiny_search_config(root)
   multi = dataclasses.replace(config, strategy="multi_worker")
 
@@ -74,6 +70,19 @@ def main():
       "two_workers_s": round(run.finished_s, 1), "kill_after_s": round(killed.killed_at_s, 1),
       "survivor_stopped_after_kill_s": round(stop_s, 1),
       "restart_to_finish_s": round(restarted.finished_s, 1)}))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--work_dir", default=None, help="Where the runs go (default: a temporary dir).")
+  args = parser.parse_args()
+  root = args.work_dir or tempfile.mkdtemp(prefix="bench_multiworker_")
+  os.makedirs(root, exist_ok=True)
+  try:
+    _run(root)
+  finally:
+    if not args.work_dir:
+      shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
