@@ -17,6 +17,7 @@ on real machines one sets TF_CONFIG per machine instead (README, "From one GPU t
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -92,14 +93,20 @@ def task_from_env(environ=None) -> Task:
 
 
 def output_dir(work_dir: str, task: Task) -> str:
-  """Where `task` writes: the work directory for the chief, a new temporary directory for the others.
+  """Where `task` writes: the work directory for the chief, an emptied temporary directory for the others.
 
-  The temporary directory is on local disk (the tutorial puts it beside the chief's; nothing reads it)
-  and is the caller's to delete with `remove_output_dir`.
+  The temporary directory is on local disk (the tutorial puts it beside the chief's; nothing reads it),
+  named after the work directory and the task, so a task restarted after a kill, which had no chance
+  to delete it, empties its predecessor's instead of leaving checkpoints behind. The caller deletes it
+  at the end with `remove_output_dir`.
   """
   if task.is_chief:
     return work_dir
-  return tempfile.mkdtemp(prefix=f"pcnas_{task.name}_")
+  key = hashlib.sha256(os.path.abspath(work_dir).encode()).hexdigest()[:12]
+  directory = os.path.join(tempfile.gettempdir(), f"pcnas_{task.name}_{key}")
+  shutil.rmtree(directory, ignore_errors=True)
+  os.makedirs(directory)
+  return directory
 
 
 def remove_output_dir(directory: str, work_dir: str) -> None:
@@ -156,7 +163,6 @@ def gather(strategy, values) -> np.ndarray:
 
 def digest(value) -> int:
   """A 52-bit fingerprint of a JSON-able value, small enough for `gather` to carry exactly."""
-  import hashlib  # pylint: disable=g-import-not-at-top
   text = json.dumps(value, sort_keys=True, default=str).encode()
   return int.from_bytes(hashlib.sha256(text).digest()[:7], "big") >> 4
 

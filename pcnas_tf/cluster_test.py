@@ -65,6 +65,14 @@ def test_only_the_chief_writes_to_the_work_dir(tmp_path):
   assert cluster.output_dir(str(tmp_path), cluster.Task()) == str(tmp_path)
   worker = cluster.output_dir(str(tmp_path), cluster.Task("worker", 1, 2))
   assert os.path.isdir(worker) and not worker.startswith(str(tmp_path))
+  with open(os.path.join(worker, "left_by_a_killed_task"), "w") as f:
+    f.write("x")
+  # A restarted task gets the same directory, emptied; another task gets its own.
+  assert cluster.output_dir(str(tmp_path), cluster.Task("worker", 1, 2)) == worker
+  assert not os.listdir(worker)
+  other = cluster.output_dir(str(tmp_path), cluster.Task("worker", 2, 3))
+  assert other != worker
+  cluster.remove_output_dir(other, str(tmp_path))
   cluster.remove_output_dir(worker, str(tmp_path))
   cluster.remove_output_dir(str(tmp_path), str(tmp_path))
   assert not os.path.exists(worker) and os.path.isdir(tmp_path)
