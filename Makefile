@@ -9,7 +9,7 @@ VENV_STAMP := $(VENV)/.requirements-installed
 # Run binaries and tests with the venv's python first on PATH (Bazel's py_binary uses `python3`).
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup search test test-fast bazel-test clean
+.PHONY: setup search test test-fast test-multiworker bazel-test clean
 
 setup: $(VENV_STAMP) $(APT_STAMP)
 
@@ -33,6 +33,10 @@ test: setup
 
 test-fast: setup
 	$(PYTHON) -m pytest -q -m "not slow"
+
+# The multi-process cluster tests alone (also part of `make test`).
+test-multiworker: setup
+	$(PYTHON) -m pytest -q -m multiworker
 
 bazel-test: setup
 	bazel test //... --local_test_jobs=1

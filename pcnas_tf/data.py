@@ -449,8 +449,14 @@ def mixup(dataset, num_classes: int, alpha: float = 0.2, seed: int = 0):
 
 
 def train_pipeline(splits: Splits, config: DataConfig, global_batch_size: int, input_context=None,
-                   mixup_alpha: float = 0.0):
-  """One input pipeline's endless, shuffled, augmented batches of its replicas' share of the batch.
+                   mixup_alpha: float = 0.0, skip_batches: int = 0):
+  """One input pipeline's endless, shuffled, augmented batches for its replicas.
+
+  Each replica's stream depends only on its global replica id (its data shard and seed), not on how
+  replicas are grouped into input pipelines: a pipeline serving k replicas interleaves their streams,
+  one batch each in turn, which is how `distribute_datasets_from_function` hands batches to the local
+  devices. So two workers of one replica each (MultiWorkerMirroredStrategy) and one process with two
+  replicas (MirroredStrategy) train on the same examples per replica per step.
 
   Args:
     splits: from `load`.
@@ -458,14 +464,42 @@ def train_pipeline(splits: Splits, config: DataConfig, global_batch_size: int, i
     global_batch_size: images per step over all replicas.
     input_context: a `tf.distribute.InputContext` (None: one pipeline, one replica).
     mixup_alpha: when > 0, mix batches with `keras.layers.MixUp(mixup_alpha)` (one-hot labels).
+    skip_batches: steps already trained; each replica's stream starts after them (resumption).
   """
-  dataset, batch_size = _shard(splits.train, global_batch_size, input_context)
-  seed = config.seed + (input_context.input_pipeline_id if input_context else 0)
+  replicas, num_replicas = replicas_of(input_context)
+  batch_size = input_context.get_per_replica_batch_size(global_batch_size) if input_context else (
+      global_batch_size)
+  streams = [_replica_train_stream(splits, config, batch_size, replica, num_replicas, mixup_alpha)
+             .skip(skip_batches) for replica in replicas]
+  if len(streams) == 1:
+    dataset = streams[0]
+  else:
+    order = tf.data.Dataset.range(len(streams)).repeat()
+    dataset = tf.data.Dataset.choose_from_datasets(streams, order)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def replicas_of(input_context):
+  """(global ids of the replicas an input pipeline feeds, replicas in sync) for `input_context`.
+
+  tf.distribute numbers replicas worker by worker and gives pipeline i of n the i-th block of
+  replicas; `test_worker_and_mirrored_layouts_train_alike` in cluster_test checks it end to end.
+  """
+  if input_context is None:
+    return [0], 1
+  per_pipeline = input_context.num_replicas_in_sync // input_context.num_input_pipelines
+  first = input_context.input_pipeline_id * per_pipeline
+  return list(range(first, first + per_pipeline)), input_context.num_replicas_in_sync
+
+
+def _replica_train_stream(splits, config, batch_size, replica, num_replicas, mixup_alpha):
+  dataset = splits.train.shard(num_replicas, replica) if num_replicas > 1 else splits.train
+  seed = config.seed + replica
   dataset = dataset.shuffle(min(_SHUFFLE_BUFFER, splits.num_train), seed=seed).repeat()
   dataset = _train_batches(dataset, splits, batch_size, seed, config.deterministic)
   if mixup_alpha > 0:
     dataset = mixup(dataset, splits.num_classes, mixup_alpha, seed=seed)
-  return dataset.prefetch(tf.data.AUTOTUNE)
+  return dataset
 
 
 def eval_pipeline(splits: Splits, config: DataConfig, global_batch_size: int, input_context=None,

@@ -211,6 +211,29 @@ def test_per_replica_batches_split_the_global_batch_and_shard_the_data(fashion):
   assert not {i.tobytes() for i in shards[0]} & {i.tobytes() for i in shards[1]}
 
 
+def test_each_replica_sees_the_same_batches_however_replicas_are_grouped_into_pipelines(fashion):
+  config = dataclasses.replace(fashion[0], deterministic=True)
+  splits = data.load(config)
+
+  def context(pipelines, pipeline):
+    return tf.distribute.InputContext(num_input_pipelines=pipelines, input_pipeline_id=pipeline,
+                                      num_replicas_in_sync=2)
+
+  def batches(pipeline, count):
+    return [images.numpy() for images, _ in pipeline.take(count)]
+
+  # Two workers of one replica each, against one pipeline that feeds two replicas in turn.
+  per_worker = [batches(data.train_pipeline(splits, config, 32, context(2, i)), 3) for i in range(2)]
+  interleaved = batches(data.train_pipeline(splits, config, 32, context(1, 0)), 6)
+  for step in range(3):
+    for replica in range(2):
+      np.testing.assert_array_equal(interleaved[2 * step + replica], per_worker[replica][step])
+  assert not np.array_equal(per_worker[0][0], per_worker[1][0])
+  # Resumption skips whole steps of every replica's stream.
+  resumed = batches(data.train_pipeline(splits, config, 32, context(1, 0), skip_batches=2), 2)
+  np.testing.assert_array_equal(resumed[1], per_worker[1][2])
+
+
 @pytest.mark.slow
 def test_mirrored_strategy_on_two_cpus_splits_the_global_batch(fashion):
   # Logical devices must be configured before TensorFlow starts, hence a fresh process.

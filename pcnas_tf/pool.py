@@ -81,3 +81,27 @@ def complete(partial: PartialModel, num_choices: Sequence[int], rng: np.random.G
   if sampler is not None:
     return sampler.sample(partial, 1, rng)[0]
   return tuple(partial) + tuple(int(rng.integers(k)) for k in num_choices[len(partial):])
+
+
+def to_row(pool: Sequence[PartialModel], pool_size: int, num_layers: int) -> np.ndarray:
+  """A pool as one fixed-width integer row (count, member lengths, choices, padded with -1).
+
+  The width depends only on P and the number of mixops, so a pool can travel in one all-reduce
+  (`cluster.gather`) whatever its size.
+  """
+  row = np.full(1 + pool_size + pool_size * num_layers, -1, np.int64)
+  row[0] = len(pool)
+  row[1:1 + len(pool)] = [len(member) for member in pool]
+  flat = [c for member in pool for c in member]
+  row[1 + pool_size:1 + pool_size + len(flat)] = flat
+  return row
+
+
+def from_row(row, pool_size: int) -> list[PartialModel]:
+  """The pool `to_row` encoded."""
+  row = [int(v) for v in row]
+  lengths, flat, pool = row[1:1 + row[0]], row[1 + pool_size:], []
+  for length in lengths:
+    pool.append(tuple(flat[:length]))
+    flat = flat[length:]
+  return pool

@@ -73,3 +73,10 @@ def test_complete_with_sampler_is_always_feasible(rng):
   assert all(sampler.is_feasible(d) and d[0] == 1 for d in draws)
   # Without the sampler some completions of (1,) break the budget: the sampler is doing the work.
   assert not all(sampler.is_feasible(pool.complete((1,), NUM_CHOICES, rng)) for _ in range(200))
+
+
+@pytest.mark.parametrize("members", [[], [(2,)], [(1, 0, 2), (0, 1, 1)]])
+def test_pool_travels_as_a_fixed_width_row(members):
+  row = pool.to_row(members, 3, 4)
+  assert row.shape == (1 + 3 + 3 * 4,)
+  assert pool.from_row(row.astype(np.float64), 3) == members

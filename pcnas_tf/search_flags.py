@@ -11,6 +11,7 @@ from absl import flags
 
 from pcnas_tf import data_flags
 from pcnas_tf import search_lib
+from pcnas_tf import trainer as trainer_lib
 
 flags.DEFINE_string("work_dir", "runs/demo", "Directory for checkpoints and results.")
 flags.DEFINE_boolean("overwrite", False, "Discard an existing search in --work_dir and start afresh.")
@@ -48,7 +49,11 @@ flags.DEFINE_enum("search", "pcnas", list(search_lib.SEARCHES),
                   "pcnas: the progressive pool; ea, random: the paper's baselines on the trained "
                   "supergraph, with as many evaluations as PC-NAS' potential evaluation.")
 flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "one_device", "multi_worker"],
-                  "tf.distribute strategy.")
+                  "tf.distribute strategy: mirrored (this machine's GPUs), one_device, or multi_worker "
+                  "(machines listed in the TF_CONFIG environment variable).")
+flags.DEFINE_integer("collective_timeout_s", trainer_lib.COLLECTIVE_TIMEOUT_S,
+                     "multi_worker: seconds a step waits for the other workers before the run stops "
+                     "(restart every task to resume).")
 flags.DEFINE_integer("checkpoint_every", 200, "Checkpoint every N training steps.")
 FLAGS = flags.FLAGS
 FLAGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags")

@@ -10,6 +10,7 @@ resumed from any checkpoint continues exactly where it stopped:
 """
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -22,6 +23,7 @@ import tensorflow as tf
 import tqdm
 
 from pcnas_tf import checkpoint
+from pcnas_tf import cluster as cluster_lib
 from pcnas_tf import constraint as constraint_lib
 from pcnas_tf import data as data_lib
 from pcnas_tf import errors
@@ -96,11 +98,17 @@ class SearchConfig:
 class Search:
   """One search run in a work directory. Use `run_search`."""
 
-  def __init__(self, config: SearchConfig, work_dir: str, progress=True):
-    self.config, self.work_dir, self.progress = config, work_dir, progress
+  def __init__(self, config: SearchConfig, work_dir: str, progress=True,
+               collective_timeout_s=trainer_lib.COLLECTIVE_TIMEOUT_S):
+    self.config, self.work_dir = config, work_dir
     keras.utils.set_random_seed(config.seed)  # the supergraph's initial weights
     self.space = space_lib.get_space(config.space, config.width)
-    self.strategy = trainer_lib.make_strategy(config.strategy)
+    self.strategy = trainer_lib.make_strategy(config.strategy, collective_timeout_s)
+    # Every task runs this whole loop; only the chief's files are kept (see cluster.py).
+    self.task = trainer_lib.task_of(self.strategy)
+    self.multi_worker = self.task.num_tasks > 1
+    self.progress = progress and self.task.is_chief
+    self.out_dir = cluster_lib.output_dir(work_dir, self.task)
     self.splits = data_lib.load(config.data, min_resolution=self.space.total_stride)
     self.steps_per_epoch = config.steps_per_epoch or max(1, self.splits.num_train // config.batch_size)
     self.total_steps = max(1, self.total_epochs * self.steps_per_epoch)
@@ -113,12 +121,16 @@ class Search:
                                            self.splits.num_classes, config, progress)
     self.num_choices = tuple(len(layer.choices) for layer in self.space.layers)
     self.oracle = oracle_lib.PCNASOracle(self.num_choices, config.pool_size, seed=config.seed)
-    self.oracle._set_project_dir(work_dir, "oracle")  # pylint: disable=protected-access
+    self.oracle._set_project_dir(self.out_dir, "oracle")  # pylint: disable=protected-access
+    # Paths, completions and the Oracle's draws: one generator with the same seed and the same calls on
+    # every task, so all tasks train the same path at every step without sending it (checked at each
+    # epoch's end in a multi-worker run; `paths_digest` fingerprints every path trained).
     self.rng = np.random.default_rng(config.seed)
+    self.paths_digest = ""
     self.epoch, self.step_in_epoch, self.checkpoints = 0, 0, 0
     self.timings = {"warmup_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
     self.log = []
-    self.writer = tf.summary.create_file_writer(os.path.join(work_dir, "tensorboard"))
+    self.writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "tensorboard"))
     self._iterator = None
     self._potential_evaluator = None
 
@@ -162,6 +174,7 @@ class Search:
     loss_sum, correct_sum, steps = 0.0, 0, 0
     while self.step_in_epoch < self.steps_per_epoch:
       path = self._training_path(members)
+      self._record_path(path)
       loss, correct = self.trainer.train_step(iterator, path)
       loss = float(loss)
       if not math.isfinite(loss):
@@ -183,8 +196,13 @@ class Search:
     partial = members[int(self.rng.integers(len(members)))] if members else ()
     return pool_lib.complete(partial, self.num_choices, self.rng)
 
+  def _record_path(self, path):
+    text = self.paths_digest + json.dumps([int(c) for c in path])
+    self.paths_digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+
   def _end_epoch(self, phase, loss, accuracy):
     self.epoch, self.step_in_epoch = self.epoch + 1, 0
+    self._check_agreement("the paths trained", [self.epoch, self.paths_digest])
     learning_rate = float(self.trainer.optimizer.current_learning_rate())
     self.log.append({"epoch": self.epoch, "phase": phase, "loss": loss, "accuracy": accuracy,
                      "learning_rate": learning_rate})
@@ -201,7 +219,7 @@ class Search:
       config, splits, batch = self.config.data, self.splits, self.config.batch_size
 
       def dataset_fn(input_context):
-        return data_lib.train_pipeline(splits, config, batch, input_context).skip(skip)
+        return data_lib.train_pipeline(splits, config, batch, input_context, skip_batches=skip)
 
       dataset = self.strategy.distribute_datasets_from_function(dataset_fn)
       self._iterator = iter(dataset)
@@ -227,6 +245,7 @@ class Search:
       bar.update(1)
       self._save()
     bar.close()
+    self._adopt_chief_pool()
     self._log_interval()
     self.timings["eval_s"] += time.time() - start
 
@@ -281,6 +300,36 @@ class Search:
           self.config.bn_mode, self.config.reuse_prefix)
     return self._potential_evaluator
 
+  # Multi-worker agreement ---------------------------------------------------------------------------
+
+  def _check_agreement(self, what, value):
+    """Raises `ClusterError` unless every task holds the same `value` (a barrier, too)."""
+    if not self.multi_worker:
+      return
+    rows = cluster_lib.gather(self.strategy, [cluster_lib.digest(value)])
+    if len(set(rows[:, 0])) > 1:
+      raise cluster_lib.ClusterError(
+          f"The workers disagree on {what} ({self.task.name} has {value!r}); start every task with the "
+          f"same flags, code and shared --work_dir.")
+
+  def _adopt_chief_pool(self):
+    """Every task takes the chief's new pool (replica 0 is the chief's).
+
+    Each task scores the candidates itself with the same draws, so the pools agree unless potentials
+    differ in their last bits between machines and reorder a near tie; training must still follow one
+    pool, or the tasks' paths would part.
+    """
+    if not self.multi_worker:
+      return
+    pool = list(self.oracle.pool)
+    row = pool_lib.to_row(pool, self.config.pool_size, self.space.num_layers)
+    chief_pool = pool_lib.from_row(cluster_lib.gather(self.strategy, row)[0], self.config.pool_size)
+    if chief_pool != pool:
+      print(f"{self.task.name}: scored a different pool than the chief's (potentials differ in their "
+            f"last bits); training the chief's.", flush=True)
+      self.oracle.pool = chief_pool
+      self.oracle.history[-1]["pool"] = [list(m) for m in chief_pool]
+
   def _log_interval(self):
     record = self.oracle.history[-1]
     if not record["pool"]:
@@ -308,11 +357,16 @@ class Search:
     trials = {tid: t.get_state() for tid, t in self.oracle.trials.items()}
     state = {"config": self.config.to_json(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
              "oracle": self.oracle.get_state(), "trials": trials, "rng": self.rng.bit_generator.state,
-             "timings": self.timings, "log": self.log, "checkpoints": self.checkpoints}
-    checkpoint.save(os.path.join(self.work_dir, "checkpoints"), self.checkpoints, self._arrays(), state)
+             "timings": self.timings, "log": self.log, "checkpoints": self.checkpoints,
+             "paths_digest": self.paths_digest}
+    # Every task reads its variables (which may take part in collectives); only the chief's copy is
+    # kept, in the shared work directory, the others go to their temporary directories.
+    checkpoint.save(os.path.join(self.out_dir, "checkpoints"), self.checkpoints, self._arrays(), state)
 
   def _restore(self):
+    """Every task resumes from the newest checkpoint in the shared work directory, the same one."""
     found = checkpoint.latest(os.path.join(self.work_dir, "checkpoints"))
+    self._check_agreement("the checkpoint to resume from", found[1]["checkpoints"] if found else 0)
     if found is None:
       return
     arrays, state = found
@@ -328,6 +382,7 @@ class Search:
     self.rng.bit_generator.state = state["rng"]
     self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
     self.timings, self.log, self.checkpoints = state["timings"], state["log"], state["checkpoints"]
+    self.paths_digest = state.get("paths_digest", "")
     if self.progress:
       print(f"Resuming from checkpoint {self.checkpoints}: epoch {self.epoch}, step "
             f"{self.step_in_epoch}, {len(self.oracle.history)} mixops decided.", flush=True)
@@ -346,11 +401,14 @@ class Search:
               "final_pool": pool, "chosen": pool[0], "intervals": self.oracle.history,
               "search": {"training": self.config.training, "method": self.config.search, **extra},
               "constraint": self.constraint.summary(), "config": self.config.to_json(),
-              "timings": self.timings, "log": self.log, "versions": versions()}
-    checkpoint.write_json(os.path.join(self.work_dir, RESULT_FILE), result)
+              "timings": self.timings, "log": self.log, "versions": versions(),
+              "distribution": {"strategy": self.config.strategy, "tasks": self.task.num_tasks,
+                               "replicas": self.strategy.num_replicas_in_sync},
+              "paths_digest": self.paths_digest}
+    checkpoint.write_json(os.path.join(self.out_dir, RESULT_FILE), result)
     if self.oracle.history:  # EA and random search on a One-Shot supergraph have no intervals
-      report.plot_search(result, os.path.join(self.work_dir, "search.png"))
-    report.draw_architecture(self.space, pool[0]["arch"], os.path.join(self.work_dir, "chosen_arch.png"))
+      report.plot_search(result, os.path.join(self.out_dir, "search.png"))
+    report.draw_architecture(self.space, pool[0]["arch"], os.path.join(self.out_dir, "chosen_arch.png"))
     self.writer.flush()
     return result
 
@@ -389,9 +447,26 @@ def prepare_work_dir(work_dir: str, config: SearchConfig, overwrite: bool):
   checkpoint.write_json(config_path, config.to_json())
 
 
-def run_search(config: SearchConfig, work_dir: str, overwrite=False, progress=True) -> dict:
-  """Runs (or resumes) a search in `work_dir` and returns the result written to search_result.json."""
+def run_search(config: SearchConfig, work_dir: str, overwrite=False, progress=True,
+               collective_timeout_s=trainer_lib.COLLECTIVE_TIMEOUT_S) -> dict:
+  """Runs (or resumes) a search in `work_dir` and returns the result written to search_result.json.
+
+  Under `--strategy=multi_worker` every task calls this with the same arguments and a shared
+  `work_dir`; only the chief prepares, locks and writes it (see cluster.py).
+  """
   config.validate()
-  prepare_work_dir(work_dir, config, overwrite)
-  with checkpoint.WorkDirLock(work_dir):
-    return Search(config, work_dir, progress).run()
+  if config.strategy != "multi_worker":
+    prepare_work_dir(work_dir, config, overwrite)
+    with checkpoint.WorkDirLock(work_dir):
+      return Search(config, work_dir, progress, collective_timeout_s).run()
+  task = cluster_lib.task_from_env()
+  with cluster_lib.lost_workers_reported(work_dir, task):
+    if not task.is_chief:
+      search = Search(config, work_dir, progress, collective_timeout_s)
+      try:
+        return search.run()
+      finally:
+        cluster_lib.remove_output_dir(search.out_dir, work_dir)
+    prepare_work_dir(work_dir, config, overwrite)
+    with checkpoint.WorkDirLock(work_dir):
+      return Search(config, work_dir, progress, collective_timeout_s).run()

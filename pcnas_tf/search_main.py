@@ -6,12 +6,17 @@ r"""Runs a PC-NAS search.
 
 Writes to --work_dir: search_result.json, search.png, chosen_arch.png, tensorboard/, checkpoints/.
 A search started again in the same work directory resumes from its last checkpoint.
+
+Several machines: run the same command on each with --strategy=multi_worker, a TF_CONFIG naming the
+machines and this one's place, and a --work_dir on a file system they share (README, "From one GPU to
+many machines").
 """
 
 import os
 
 from absl import flags
 
+from pcnas_tf import cluster
 from pcnas_tf import errors
 from pcnas_tf import search_flags
 from pcnas_tf import search_lib
@@ -22,7 +27,10 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   result = search_lib.run_search(search_flags.config_from_flags(), FLAGS.work_dir, FLAGS.overwrite,
-                                 FLAGS.progress)
+                                 FLAGS.progress, FLAGS.collective_timeout_s)
+  if result["distribution"]["strategy"] == "multi_worker" and not cluster.task_from_env().is_chief:
+    print(f"Search finished; the chief wrote the results to {FLAGS.work_dir}.")
+    return
   chosen = result["chosen"]
   print(f"Chosen architecture: {chosen['arch_string']} ({', '.join(chosen['arch'])})")
   print(f"  potential {chosen['potential']:.4f}, "

@@ -30,6 +30,7 @@ import tensorflow as tf
 import tqdm
 
 from pcnas_tf import checkpoint
+from pcnas_tf import cluster as cluster_lib
 from pcnas_tf import cost
 from pcnas_tf import data as data_lib
 from pcnas_tf import errors
@@ -44,8 +45,8 @@ MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 TOP_K = 5
-# Per-epoch data seeds are seed + stride * epoch: the stride exceeds any count of input pipelines, which
-# `data.train_pipeline` adds to the seed, so no two (epoch, pipeline) pairs share a seed.
+# Per-epoch data seeds are seed + stride * epoch: the stride exceeds any count of replicas, whose id
+# `data.train_pipeline` adds to the seed, so no two (epoch, replica) pairs share a seed.
 _EPOCH_SEED_STRIDE = 10_000
 _OUTPUTS = (CHECKPOINT_DIR, "tensorboard", CONFIG_FILE, RESULT_FILE, MODEL_FILE)
 # L2 regularisation covers convolution and dense kernels, as in `optimizer.PathSGD`.
@@ -225,10 +226,15 @@ def _check_resumable(work_dir: str, config: TrainConfig) -> None:
 class Training:
   """One training run in a work directory. Use `run_training`."""
 
-  def __init__(self, config: TrainConfig, work_dir: str, progress=True):
-    self.config, self.work_dir, self.progress = config, work_dir, progress
+  def __init__(self, config: TrainConfig, work_dir: str, progress=True,
+               collective_timeout_s=trainer_lib.COLLECTIVE_TIMEOUT_S):
+    self.config, self.work_dir = config, work_dir
     keras.utils.set_random_seed(config.seed)  # the model's initial weights
-    self.strategy = trainer_lib.make_strategy(config.strategy)
+    self.strategy = trainer_lib.make_strategy(config.strategy, collective_timeout_s)
+    # Every task trains; only the chief's files are kept (see cluster.py).
+    self.task = trainer_lib.task_of(self.strategy)
+    self.progress = progress and self.task.is_chief
+    self.out_dir = cluster_lib.output_dir(work_dir, self.task)
     self.splits = data_lib.load(config.data, min_resolution=config.space.total_stride)
     _check_splits(self.splits, config)
     self.steps_per_epoch = config.steps_per_epoch or self.splits.num_train // config.batch_size
@@ -244,7 +250,7 @@ class Training:
         from_logits=True, label_smoothing=config.label_smoothing, reduction=None)
     self.decayed = [v for v in self.model.trainable_variables if v.path.split("/")[-1] in _DECAYED_WEIGHTS]
     self.epoch, self.wall_time, self.log = 0, 0.0, []
-    self.writer = tf.summary.create_file_writer(os.path.join(work_dir, "tensorboard"))
+    self.writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "tensorboard"))
     self._train_step = tf.function(self._distributed_train_step)
     self._eval_step = tf.function(self._distributed_eval_step, reduce_retracing=True)
 
@@ -306,11 +312,16 @@ class Training:
             self.strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
 
   def _replica_eval_step(self, images, labels):
-    logits = self.model(images, training=False)
-    labels = tf.cast(labels, tf.int32)
-    k = min(TOP_K, self.splits.num_classes)
-    hits = [tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, top), tf.int32)) for top in (1, k)]
-    return tf.stack(hits + [tf.size(labels)])
+    def counts():
+      logits = self.model(images, training=False)
+      targets = tf.cast(labels, tf.int32)
+      k = min(TOP_K, self.splits.num_classes)
+      hits = [tf.reduce_sum(tf.cast(tf.math.in_top_k(targets, logits, top), tf.int32)) for top in (1, k)]
+      return tf.stack(hits + [tf.size(targets)])
+
+    # Under multi_worker the shards can differ by a batch: a worker whose shard is done gets empty
+    # batches while the others finish theirs, and BN cannot run on zero images.
+    return tf.cond(tf.size(labels) > 0, counts, lambda: tf.zeros([3], tf.int32))
 
   def _distributed_eval_step(self, images, labels):
     counts = self.strategy.run(self._replica_eval_step, args=(images, labels))
@@ -347,7 +358,7 @@ class Training:
     state = {"config": self.config.to_json(), "arch": list(self.config.arch),
              "space_fingerprint": self.config.space.fingerprint(), "se": self.config.se,
              "epoch": self.epoch, "wall_time_s": self.wall_time, "log": self.log}
-    checkpoint.save(os.path.join(self.work_dir, CHECKPOINT_DIR), self.epoch,
+    checkpoint.save(os.path.join(self.out_dir, CHECKPOINT_DIR), self.epoch,
                     [v.numpy() for v in self._variables()], state)
 
   def _restore(self) -> bool:
@@ -386,8 +397,8 @@ class Training:
               **config.predicted}
     trainer_lib.write_scalars(self.writer, self.epoch, {"test/top1": top1, f"test/top{TOP_K}": top5})
     self.writer.flush()
-    save_model_atomically(self.model, os.path.join(self.work_dir, MODEL_FILE))
-    checkpoint.write_json(os.path.join(self.work_dir, RESULT_FILE), result)
+    save_model_atomically(self.model, os.path.join(self.out_dir, MODEL_FILE))
+    checkpoint.write_json(os.path.join(self.out_dir, RESULT_FILE), result)
     return result
 
 
@@ -443,9 +454,26 @@ def save_model_atomically(model: keras.Model, path: str) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def run_training(config: TrainConfig, work_dir: str, overwrite=False, progress=True) -> dict:
-  """Trains (or resumes training) `config.arch` in `work_dir`; returns what train_result.json holds."""
+def run_training(config: TrainConfig, work_dir: str, overwrite=False, progress=True,
+                 collective_timeout_s=trainer_lib.COLLECTIVE_TIMEOUT_S) -> dict:
+  """Trains (or resumes training) `config.arch` in `work_dir`; returns what train_result.json holds.
+
+  Under `--strategy=multi_worker` every task calls this with the same arguments and a shared
+  `work_dir`; only the chief prepares, locks and writes it (see cluster.py).
+  """
   config.validate()
-  prepare_work_dir(work_dir, config, overwrite)
-  with checkpoint.WorkDirLock(work_dir):
-    return Training(config, work_dir, progress).run()
+  if config.strategy != "multi_worker":
+    prepare_work_dir(work_dir, config, overwrite)
+    with checkpoint.WorkDirLock(work_dir):
+      return Training(config, work_dir, progress, collective_timeout_s).run()
+  task = cluster_lib.task_from_env()
+  with cluster_lib.lost_workers_reported(work_dir, task):
+    if not task.is_chief:
+      training = Training(config, work_dir, progress, collective_timeout_s)
+      try:
+        return training.run()
+      finally:
+        cluster_lib.remove_output_dir(training.out_dir, work_dir)
+    prepare_work_dir(work_dir, config, overwrite)
+    with checkpoint.WorkDirLock(work_dir):
+      return Training(config, work_dir, progress, collective_timeout_s).run()

@@ -22,6 +22,7 @@ from pcnas_tf import data_flags
 from pcnas_tf import errors
 from pcnas_tf import space as space_lib
 from pcnas_tf import train_lib
+from pcnas_tf import trainer as trainer_lib
 
 _DEFAULT_FLAGFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                  "flags", "train_demo.cfg")
@@ -52,6 +53,9 @@ flags.DEFINE_string("init_from_supergraph", "", "A search work directory: start 
                     "weights for this architecture (needs --nose) instead of from scratch.")
 flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "one_device", "multi_worker"],
                   "tf.distribute strategy.")
+flags.DEFINE_integer("collective_timeout_s", trainer_lib.COLLECTIVE_TIMEOUT_S,
+                     "multi_worker: seconds a step waits for the other workers before the run stops "
+                     "(restart every task to resume).")
 FLAGS = flags.FLAGS
 
 
@@ -103,7 +107,8 @@ def config_from_flags() -> train_lib.TrainConfig:
 
 def main(argv):
   del argv
-  result = train_lib.run_training(config_from_flags(), FLAGS.work_dir, FLAGS.overwrite, FLAGS.progress)
+  result = train_lib.run_training(config_from_flags(), FLAGS.work_dir, FLAGS.overwrite, FLAGS.progress,
+                                  FLAGS.collective_timeout_s)
   print(f"Trained {result['arch_string']} ({', '.join(result['arch'])}) for {result['epochs']} epochs "
         f"in {result['wall_time_s']:.0f} s: test top-1 {result['top1']:.4f}, top-{train_lib.TOP_K} "
         f"{result['top5']:.4f} on {result['test_images']:,} images; {result['params']:,} params, "
