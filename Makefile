@@ -28,13 +28,14 @@ $(VENV_STAMP): requirements.txt
 search: setup
 	$(PYTHON) -m pcnas_tf.search_main --flagfile=flags/demo.cfg
 
+# Everything but the multi-process cluster tests (`make test-multiworker`, which CI runs as well).
 test: setup
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -m "not multiworker"
 
 test-fast: setup
-	$(PYTHON) -m pytest -q -m "not slow"
+	$(PYTHON) -m pytest -q -m "not slow and not multiworker"
 
-# The multi-process cluster tests alone (also part of `make test`).
+# The multi-process cluster tests on 127.0.0.1 (several TensorFlow processes each; ~5-10 minutes).
 test-multiworker: setup
 	$(PYTHON) -m pytest -q -m multiworker
 
