@@ -37,6 +37,9 @@ _PARITY_IMAGES = flags.DEFINE_integer("parity_images", 256, "Test images for the
 _REPRESENTATIVE_IMAGES = flags.DEFINE_integer("representative_images", 256,
                                               "Training-split images to calibrate int8 quantisation.")
 _LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 20, "Timed runs per format (min and median).")
+_MIN_TOP1_AGREEMENT = flags.DEFINE_float(
+    "min_top1_agreement", export_lib.ExportConfig.min_top1_agreement,
+    "Share of parity images whose top class an int8 or fp16 export must keep.")
 
 
 def main(argv) -> None:
@@ -44,7 +47,8 @@ def main(argv) -> None:
   config = export_lib.ExportConfig(output_dir=_OUTPUT_DIR.value,
                                    formats=export_lib.parse_formats(_FORMATS.value),
                                    overwrite=_OVERWRITE.value, batch=_BATCH.value,
-                                   latency_runs=_LATENCY_RUNS.value)
+                                   latency_runs=_LATENCY_RUNS.value,
+                                   min_top1_agreement=_MIN_TOP1_AGREEMENT.value)
   # Checked before the model loads, so a forgotten --overwrite fails in a second.
   export_lib.check_output_dir(config.output_dir, config.overwrite)
   model = export_lib.load_model(_MODEL.value)

@@ -14,6 +14,7 @@ squeeze-and-excitation block ends each operator (used for final models, paper 4.
 """
 
 import keras
+import tensorflow as tf
 
 from pcnas_tf import space as space_lib
 
@@ -68,15 +69,28 @@ class ConvBN(keras.layers.Layer):
 
   def call(self, x, training=False, batch_stats=False):
     x = self.conv(x)
-    if batch_stats:
-      # Normalise with this batch's statistics but leave the moving averages untouched: what
-      # potential evaluation needs, and what Keras' BN cannot do (training=True always updates them).
-      mean, variance = keras.ops.moments(x, axes=[0, 1, 2])
-      x = keras.ops.batch_normalization(x, mean, variance, axis=-1, offset=self.bn.beta,
-                                        scale=self.bn.gamma, epsilon=self.bn.epsilon)
+    # TensorFlow's fused batch norm, not Keras' (moments + normalise: ~40 graph nodes with the
+    # gradient, against 2). In the supergraph every candidate's nodes are in the graph and the
+    # unselected ones are still scheduled (as dead nodes) each step, so node count is step time.
+    # batch_stats: normalise with this batch's statistics but leave the moving averages untouched,
+    # what potential evaluation needs.
+    bn = self.bn
+    if training or batch_stats:
+      empty = tf.constant([], x.dtype)  # the op's contract when training without its own average
+      y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+          x=x, scale=bn.gamma, offset=bn.beta, mean=empty, variance=empty, epsilon=bn.epsilon,
+          is_training=True)
+      if not batch_stats:
+        # Keras' moving average of the biased batch variance; the fused op returns the unbiased one.
+        count = tf.cast(tf.size(x) // tf.shape(x)[-1], variance.dtype)
+        variance = variance * (count - 1.0) / count
+        bn.moving_mean.assign(bn.momentum * bn.moving_mean + (1.0 - bn.momentum) * mean)
+        bn.moving_variance.assign(bn.momentum * bn.moving_variance + (1.0 - bn.momentum) * variance)
     else:
-      x = self.bn(x, training=training)
-    return self.act(x) if self.act is not None else x
+      y = tf.raw_ops.FusedBatchNormV3(
+          x=x, scale=bn.gamma, offset=bn.beta, mean=bn.moving_mean, variance=bn.moving_variance,
+          epsilon=bn.epsilon, is_training=False)[0]
+    return self.act(y) if self.act is not None else y
 
   def get_config(self):
     return {**super().get_config(), "filters": self.filters, "kernel": self.kernel,
