@@ -7,6 +7,9 @@ resumed from any checkpoint continues exactly where it stopped:
   epoch < Tw                           warm-up epoch: uniform single paths
   interval k = (epoch - Tw) // Ti      not scored yet: evaluate the potentials of the pool's extensions
                                        scored: train one epoch on completions of pool members
+
+Potentials are evaluated here, or, with `serve` settings (the KERASTUNER_* variables of a chief), by
+evaluation workers that pull the Oracle's trials (`remote_eval`); the pool is the same either way.
 """
 
 import dataclasses
@@ -29,6 +32,7 @@ from pcnas_tf import evolution
 from pcnas_tf import oracle as oracle_lib
 from pcnas_tf import pool as pool_lib
 from pcnas_tf import potential as potential_lib
+from pcnas_tf import remote_eval
 from pcnas_tf import report
 from pcnas_tf import space as space_lib
 from pcnas_tf import trainer as trainer_lib
@@ -96,8 +100,8 @@ class SearchConfig:
 class Search:
   """One search run in a work directory. Use `run_search`."""
 
-  def __init__(self, config: SearchConfig, work_dir: str, progress=True):
-    self.config, self.work_dir, self.progress = config, work_dir, progress
+  def __init__(self, config: SearchConfig, work_dir: str, progress=True, serve=None):
+    self.config, self.work_dir, self.progress, self.serve = config, work_dir, progress, serve
     keras.utils.set_random_seed(config.seed)  # the supergraph's initial weights
     self.space = space_lib.get_space(config.space, config.width)
     self.strategy = trainer_lib.make_strategy(config.strategy)
@@ -112,7 +116,8 @@ class Search:
     self.constraint = constraint_lib.build(self.space, self.splits.image_shape,
                                            self.splits.num_classes, config, progress)
     self.num_choices = tuple(len(layer.choices) for layer in self.space.layers)
-    self.oracle = oracle_lib.PCNASOracle(self.num_choices, config.pool_size, seed=config.seed)
+    self.oracle = oracle_lib.PCNASOracle(self.num_choices, config.pool_size, seed=config.seed,
+                                         lease_timeout=serve.lease_timeout if serve else None)
     self.oracle._set_project_dir(work_dir, "oracle")  # pylint: disable=protected-access
     self.rng = np.random.default_rng(config.seed)
     self.epoch, self.step_in_epoch, self.checkpoints = 0, 0, 0
@@ -131,12 +136,13 @@ class Search:
   def run(self):
     self._restore()
     pool_search = self.config.training == "pcnas" or self.config.search == "pcnas"
-    while self.epoch < self.total_epochs or (pool_search and not self.oracle.finished):
-      interval = self._interval()
-      if interval is not None and len(self.oracle.history) <= interval:
-        self._evaluate_interval()
-      else:
-        self._train_epoch(interval)
+    with remote_eval.serving(self.oracle, self.serve):
+      while self.epoch < self.total_epochs or (pool_search and not self.oracle.finished):
+        interval = self._interval()
+        if interval is not None and len(self.oracle.history) <= interval:
+          self._evaluate_interval()
+        else:
+          self._train_epoch(interval)
     if self.config.search == "pcnas":
       return self._finish(self._pool_result())
     return self._finish(self._baseline_result())
@@ -211,38 +217,54 @@ class Search:
 
   def _evaluate_interval(self):
     start = time.time()
+    if self.serve:  # before any trial is handed out: workers load these weights
+      remote_eval.save_interval_weights(self.work_dir, len(self.oracle.history),
+                                        self.trainer.supergraph, {"epoch": self.epoch})
     if not self.oracle.interval_open:
-      self.oracle.start_interval()
-    evaluator = self._evaluator()
+      self.oracle.start_interval(self._completions)
     interval = self.oracle.interval
     bar = tqdm.tqdm(total=len(self.oracle.pool or [()]), disable=not self.progress, leave=False,
                     desc=f"potentials, mixop {interval + 1}/{self.space.num_layers}")
-    bar.update(len(self.oracle.pool or [()]) - len(self.oracle.pending))
-    while True:
-      trial = self.oracle.create_trial("chief")
-      if trial.status != "RUNNING":
-        break
-      member = oracle_lib.member_of(trial.hyperparameters.values)
-      self._score_trial(trial, member, evaluator)
-      bar.update(1)
-      self._save()
+    bar.update(self._trials_scored())
+    if self.serve:
+      self._wait_for_workers(bar)
+    else:
+      self._score_trials(bar)
     bar.close()
     self._log_interval()
     self.timings["eval_s"] += time.time() - start
 
-  def _score_trial(self, trial, member, evaluator):
-    completions = {}
-    for choice in range(self.num_choices[len(member)]):
-      candidate = member + (choice,)
-      completions[candidate] = self.constraint.completions(candidate, self.config.num_samples,
-                                                           self.rng, self.config.sampling)
-    potentials = evaluator.potentials(completions)
-    metrics = {oracle_lib.potential_name(c[-1]): p for c, p in potentials.items()}
-    finite = [p for p in potentials.values() if not math.isnan(p)]
-    metrics["potential"] = max(finite) if finite else -1.0
-    self.oracle.update_trial(trial.trial_id, metrics)
-    trial.status = "COMPLETED"
-    self.oracle.end_trial(trial)
+  def _completions(self, candidate):
+    return self.constraint.completions(candidate, self.config.num_samples, self.rng, self.config.sampling)
+
+  def _trials_scored(self):
+    return len(self.oracle.potentials) // self.num_choices[self.oracle.interval]
+
+  def _score_trials(self, bar):
+    evaluator = self._evaluator()
+    while True:
+      trial = self.oracle.create_trial(remote_eval.CHIEF)
+      if trial.status != "RUNNING":
+        break
+      self.oracle.update_trial(trial.trial_id,
+                               remote_eval.trial_metrics(evaluator, trial.hyperparameters.values))
+      trial.status = "COMPLETED"
+      self.oracle.end_trial(trial)
+      bar.update(1)
+      self._save()
+
+  def _wait_for_workers(self, bar):
+    """Checkpoints as the workers report, until every candidate of the interval is scored."""
+    interval = self.oracle.interval
+    while True:
+      done = len(self.oracle.history) > interval
+      scored = bar.total if done else self._trials_scored()
+      if scored > bar.n:
+        bar.update(scored - bar.n)
+        self._save()
+      if done:
+        return
+      time.sleep(0.1)
 
   def _baseline_result(self):
     """EA or random search on the trained supergraph, with PC-NAS' number of evaluations (paper 4.4).
@@ -274,11 +296,7 @@ class Search:
   def _evaluator(self):
     """The search's one evaluator: its batches are fixed and its traces serve every interval."""
     if self._potential_evaluator is None:
-      batches = data_lib.ValidationBatches(self.splits, self.config.data, self.config.eval_batch_size,
-                                           self.config.eval_batches)
-      self._potential_evaluator = potential_lib.PotentialEvaluator(
-          self.trainer.supergraph, [batches.batch(i) for i in range(len(batches))],
-          self.config.bn_mode, self.config.reuse_prefix)
+      self._potential_evaluator = potential_evaluator(self.config, self.trainer.supergraph, self.splits)
     return self._potential_evaluator
 
   def _log_interval(self):
@@ -305,9 +323,9 @@ class Search:
 
   def _save(self):
     self.checkpoints += 1
-    trials = {tid: t.get_state() for tid, t in self.oracle.trials.items()}
+    oracle_state, trials = self.oracle.snapshot()
     state = {"config": self.config.to_json(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-             "oracle": self.oracle.get_state(), "trials": trials, "rng": self.rng.bit_generator.state,
+             "oracle": oracle_state, "trials": trials, "rng": self.rng.bit_generator.state,
              "timings": self.timings, "log": self.log, "checkpoints": self.checkpoints}
     checkpoint.save(os.path.join(self.work_dir, "checkpoints"), self.checkpoints, self._arrays(), state)
 
@@ -346,12 +364,23 @@ class Search:
               "search": {"training": self.config.training, "method": self.config.search, **extra},
               "constraint": self.constraint.summary(), "config": self.config.to_json(),
               "timings": self.timings, "log": self.log, "versions": versions()}
+    if self.serve:
+      result["remote_evaluation"] = {"address": self.serve.address, "trials": len(self.oracle.trials),
+                                     "expired_leases": self.oracle.expired_leases,
+                                     "late_reports": self.oracle.late_reports}
     checkpoint.write_json(os.path.join(self.work_dir, RESULT_FILE), result)
     if self.oracle.history:  # EA and random search on a One-Shot supergraph have no intervals
       report.plot_search(result, os.path.join(self.work_dir, "search.png"))
     report.draw_architecture(self.space, pool[0]["arch"], os.path.join(self.work_dir, "chosen_arch.png"))
     self.writer.flush()
     return result
+
+
+def potential_evaluator(config: SearchConfig, supergraph, splits):
+  """The `PotentialEvaluator` of a search: its fixed validation batches on `supergraph`."""
+  batches = data_lib.ValidationBatches(splits, config.data, config.eval_batch_size, config.eval_batches)
+  return potential_lib.PotentialEvaluator(supergraph, [batches.batch(i) for i in range(len(batches))],
+                                          config.bn_mode, config.reuse_prefix)
 
 
 def versions():
@@ -388,9 +417,13 @@ def prepare_work_dir(work_dir: str, config: SearchConfig, overwrite: bool):
   checkpoint.write_json(config_path, config.to_json())
 
 
-def run_search(config: SearchConfig, work_dir: str, overwrite=False, progress=True) -> dict:
-  """Runs (or resumes) a search in `work_dir` and returns the result written to search_result.json."""
+def run_search(config: SearchConfig, work_dir: str, overwrite=False, progress=True, serve=None) -> dict:
+  """Runs (or resumes) a search in `work_dir` and returns the result written to search_result.json.
+
+  `serve`: `remote_eval.ServeSettings` to have evaluation workers score the potentials; None scores
+  them in this process.
+  """
   config.validate()
   prepare_work_dir(work_dir, config, overwrite)
   with checkpoint.WorkDirLock(work_dir):
-    return Search(config, work_dir, progress).run()
+    return Search(config, work_dir, progress, serve).run()

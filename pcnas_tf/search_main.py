@@ -6,6 +6,10 @@ r"""Runs a PC-NAS search.
 
 Writes to --work_dir: search_result.json, search.png, chosen_arch.png, tensorboard/, checkpoints/.
 A search started again in the same work directory resumes from its last checkpoint.
+
+With KERASTUNER_TUNER_ID=chief, KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set (keras-tuner's
+distributed mode), the search serves its potential evaluations to workers (`pcnas_tf.eval_worker_main`)
+instead of scoring them itself; see README, "A pool of evaluation workers".
 """
 
 import os
@@ -13,16 +17,22 @@ import os
 from absl import flags
 
 from pcnas_tf import errors
+from pcnas_tf import remote_eval
 from pcnas_tf import search_flags
 from pcnas_tf import search_lib
 
+flags.DEFINE_float("eval_lease_timeout", 600.0, "With evaluation workers: seconds a worker may hold a "
+                   "trial unreported before it goes to another worker.")
+flags.DEFINE_float("eval_stop_grace", 30.0, "With evaluation workers: seconds the finished search keeps "
+                   "serving so that polling workers learn that it is over.")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
+  serve = remote_eval.serve_settings_from_env(FLAGS.eval_lease_timeout, FLAGS.eval_stop_grace)
   result = search_lib.run_search(search_flags.config_from_flags(), FLAGS.work_dir, FLAGS.overwrite,
-                                 FLAGS.progress)
+                                 FLAGS.progress, serve)
   chosen = result["chosen"]
   print(f"Chosen architecture: {chosen['arch_string']} ({', '.join(chosen['arch'])})")
   print(f"  potential {chosen['potential']:.4f}, "
