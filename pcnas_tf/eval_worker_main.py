@@ -34,11 +34,11 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   tuner_id = remote_eval.worker_id_from_env()
-  data_dir = FLAGS.data_dir
 
-  def evaluator_factory(config):
-    if data_dir:
-      config = dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=data_dir))
+  def evaluator_factory():
+    config = remote_eval.read_config(FLAGS.work_dir)
+    if FLAGS.data_dir:
+      config = dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=FLAGS.data_dir))
     return remote_eval.worker_evaluator(config)
 
   worker = remote_eval.Worker(FLAGS.work_dir, evaluator_factory, tuner_id, FLAGS.rpc_timeout,

@@ -18,19 +18,45 @@ within `lease_timeout` seconds goes back to keras-tuner's own retry queue (the o
 with the trials a crash interrupted), and the next worker that asks gets it. The first report of a trial
 counts; a late one, from a worker taken for dead, is ignored. So every candidate is scored once whatever
 the workers do. The methods the chief's own thread calls while workers are served take keras-tuner's
-per-Oracle lock (`keras_tuner.synchronized`), as the gRPC handlers do.
+per-Oracle lock, as the gRPC handlers do (`_synchronized`).
 """
 
+import functools
 import json
+import threading
 import time
 
 import keras_tuner
+from keras_tuner.src.engine import oracle as oracle_module
 from keras_tuner.src.engine import trial as trial_module
 
 from pcnas_tf import pool as pool_lib
 
 EXTEND = "extend"
 COMPLETIONS = "completions"
+
+
+def _synchronized(method):
+  """`keras_tuner.synchronized` (the same per-Oracle lock), but released when `method` raises.
+
+  keras-tuner 1.4.8's decorator keeps the lock after an exception, so one bad report from a worker would
+  leave every later call, the chief's included, waiting forever. Methods of the base class called
+  inside share the lock through keras-tuner's record of its owner thread.
+  """
+
+  @functools.wraps(method)
+  def wrapped(self, *args, **kwargs):
+    thread = threading.current_thread().name
+    if oracle_module.THREADS[self] == thread:
+      return method(self, *args, **kwargs)
+    with oracle_module.LOCKS[self]:
+      oracle_module.THREADS[self] = thread
+      try:
+        return method(self, *args, **kwargs)
+      finally:
+        oracle_module.THREADS[self] = None
+
+  return wrapped
 
 
 def mixop_name(index: int) -> str:
@@ -70,7 +96,7 @@ class PCNASOracle(keras_tuner.Oracle):
 
   # The interval protocol -----------------------------------------------------------------------------
 
-  @keras_tuner.synchronized
+  @_synchronized
   def start_interval(self, completer=None):
     """Begins scoring the extensions of the pool by the next mixop.
 
@@ -116,7 +142,7 @@ class PCNASOracle(keras_tuner.Oracle):
       values[COMPLETIONS] = self.completions.pop(_key(member))
     return {"status": trial_module.TrialStatus.RUNNING, "values": values}
 
-  @keras_tuner.synchronized
+  @_synchronized
   def create_trial(self, tuner_id):
     self._expire_leases()
     trial = super().create_trial(tuner_id)
@@ -138,13 +164,13 @@ class PCNASOracle(keras_tuner.Oracle):
   def _reported(self, trial_id) -> bool:
     return trial_id in self.end_order  # keras-tuner's record of the trials that ended
 
-  @keras_tuner.synchronized
+  @_synchronized
   def update_trial(self, trial_id, metrics, step=0):
     if self._reported(trial_id):  # a late report: the trial was scored by another worker
       return self.trials[trial_id]
     return super().update_trial(trial_id, metrics, step)
 
-  @keras_tuner.synchronized
+  @_synchronized
   def end_trial(self, trial):
     if self._reported(trial.trial_id):
       self.late_reports += 1
@@ -157,6 +183,7 @@ class PCNASOracle(keras_tuner.Oracle):
       self._retry_queue.remove(trial.trial_id)
     trial.hyperparameters.values.pop(COMPLETIONS, None)  # scored: the paths are not needed any more
     super().end_trial(trial)
+    trial = self.trials[trial.trial_id]  # the Oracle's copy holds the metrics a worker reported
     if trial.status != trial_module.TrialStatus.COMPLETED:
       return
     member = member_of(trial.hyperparameters.values)
@@ -198,7 +225,7 @@ class PCNASOracle(keras_tuner.Oracle):
         self._retry_queue.append(trial.trial_id)
     self.ongoing_trials, self.leases = {}, {}
 
-  @keras_tuner.synchronized
+  @_synchronized
   def snapshot(self):
     """(state, {trial_id: trial state}), taken under the Oracle's lock while workers may report."""
     return self.get_state(), {tid: t.get_state() for tid, t in self.trials.items()}

@@ -216,8 +216,8 @@ class Worker:
 
   Args:
     work_dir: the search's work directory (shared with the chief).
-    evaluator_factory: config -> (`PotentialEvaluator`), built when the first trial arrives (the chief
-      writes config.json before it serves).
+    evaluator_factory: () -> `PotentialEvaluator`, called when the first trial arrives (by then the
+      chief has written config.json), e.g. `worker_evaluator(read_config(work_dir))`.
     tuner_id: this worker's KERASTUNER_TUNER_ID.
     rpc_timeout: seconds a call may take once the chief has answered.
     connect_timeout: seconds to wait for the chief's first answer (its start may take minutes).
@@ -260,7 +260,7 @@ class Worker:
 
   def _evaluator_for(self, interval):
     if self.evaluator is None:
-      self.evaluator = self.evaluator_factory(read_config(self.work_dir))
+      self.evaluator = self.evaluator_factory()
     if interval != self.interval:
       load_interval_weights(self.work_dir, interval, self.evaluator.supergraph)
       self.interval = interval

@@ -366,6 +366,7 @@ class Search:
               "timings": self.timings, "log": self.log, "versions": versions()}
     if self.serve:
       result["remote_evaluation"] = {"address": self.serve.address, "trials": len(self.oracle.trials),
+                                     "scored": len(self.oracle.end_order),
                                      "expired_leases": self.oracle.expired_leases,
                                      "late_reports": self.oracle.late_reports}
     checkpoint.write_json(os.path.join(self.work_dir, RESULT_FILE), result)

@@ -3,6 +3,9 @@
 import gzip
 import json
 import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 
@@ -60,3 +63,47 @@ def tiny_search_config(root):
       space=space_path, pool_size=2, num_samples=3, warmup_epochs=1, interval_epochs=1,
       steps_per_epoch=2, batch_size=16, constraint="flops", budget="0.6", eval_batch_size=32,
       eval_batches=2, strategy="one_device", checkpoint_every=1, data=data_config)
+
+
+# Chief and evaluation workers on 127.0.0.1 (remote_eval_test and bench/multiworker_eval) -----------------
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CHIEF = """
+import json, sys
+from pcnas_tf import data, remote_eval, search_lib
+fields = json.loads(sys.argv[2])
+fields["data"] = data.DataConfig(**fields["data"])
+serve = remote_eval.serve_settings_from_env(float(sys.argv[3]), stop_grace=5.0)
+search_lib.run_search(search_lib.SearchConfig(**fields), sys.argv[1], progress=False, serve=serve)
+"""
+
+
+def free_port():
+  """A TCP port on 127.0.0.1 that nothing listens on now."""
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    return probe.getsockname()[1]
+
+
+def kerastuner_env(port, tuner_id):
+  """The environment of a keras-tuner chief (`tuner_id` "chief") or worker on 127.0.0.1:`port`."""
+  return dict(os.environ, KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
+              KERASTUNER_ORACLE_PORT=str(port))
+
+
+def start_chief(config, work_dir, port, lease_timeout, log_path):
+  """Starts a search serving its potential evaluation on 127.0.0.1:`port`; output goes to `log_path`."""
+  return _start([sys.executable, "-c", _CHIEF, work_dir, json.dumps(config.to_json()),
+                 str(lease_timeout)], kerastuner_env(port, "chief"), log_path)
+
+
+def start_eval_worker(work_dir, port, tuner_id, log_path, rpc_timeout=20.0):
+  """Starts `eval_worker_main` for the chief on 127.0.0.1:`port`; output goes to `log_path`."""
+  return _start([sys.executable, "-m", "pcnas_tf.eval_worker_main", f"--work_dir={work_dir}",
+                 f"--rpc_timeout={rpc_timeout}", "--connect_timeout=300", "--poll_interval=0.2"],
+                kerastuner_env(port, tuner_id), log_path)
+
+
+def _start(command, env, log_path):
+  with open(log_path, "w") as log:  # the child keeps its own descriptor
+    return subprocess.Popen(command, cwd=_REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
