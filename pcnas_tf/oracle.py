@@ -155,6 +155,7 @@ class PCNASOracle(keras_tuner.Oracle):
     for tuner_id, trial in list(self.ongoing_trials.items()):
       if self.leases.get(trial.trial_id, now) < now:
         del self.ongoing_trials[tuner_id], self.leases[trial.trial_id]
+        self.tuner_ids.discard(tuner_id)  # taken for dead: the chief will not wait for it at the end
         # keras-tuner's queue of trials to run again: `create_trial` hands these out first.
         self._retry_queue.append(trial.trial_id)
         self.expired_leases += 1

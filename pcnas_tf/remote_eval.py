@@ -284,6 +284,10 @@ def worker_evaluator(config):
   from pcnas_tf import search_lib
   from pcnas_tf import space as space_lib
   from pcnas_tf import supergraph as supergraph_lib
+  import keras
+  # As in the search: TensorFlow's global seed also decides which images the seeded shuffle of the
+  # validation split picks for the fixed batches.
+  keras.utils.set_random_seed(config.seed)
   space = space_lib.get_space(config.space, config.width)
   splits = data_lib.load(config.data, min_resolution=space.total_stride)
   supergraph = supergraph_lib.Supergraph(space, splits.image_shape, splits.num_classes)

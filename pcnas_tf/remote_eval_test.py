@@ -208,24 +208,26 @@ def test_worker_with_the_chiefs_id_is_refused(monkeypatch):
 
 @pytest.mark.slow
 def test_chief_and_two_workers_one_killed_mid_interval_give_the_single_process_pool(tmp_path):
-  config = testing.tiny_search_config(str(tmp_path / "data"))
+  config = testing.tiny_search_config(str(tmp_path))
   reference = search_lib.run_search(config, str(tmp_path / "reference"), progress=False)
   port, work_dir, logs = testing.free_port(), str(tmp_path / "served"), tmp_path
   chief = testing.start_chief(config, work_dir, port, 3.0, logs / "chief.log")
-  victim = testing.start_eval_worker(work_dir, port, "worker0", logs / "worker0.log")
-  processes = [chief, victim]
+  workers = {name: testing.start_eval_worker(work_dir, port, name, logs / f"{name}.log")
+             for name in ("worker0", "worker1")}
   try:
-    # The victim takes interval 1's only trial and dies before it reports; the survivor, started
-    # after, gets that trial when its lease ends, and every later one.
-    _wait_for(lambda: "scoring trial" in (logs / "worker0.log").read_text() or chief.poll() is not None,
-              timeout=600)
-    victim.kill()
-    survivor = testing.start_eval_worker(work_dir, port, "worker1", logs / "worker1.log")
-    processes.append(survivor)
+    # Interval 1 has one trial: whoever takes it is killed before it reports; the other worker gets
+    # the trial when its lease ends, and every later one.
+    def taker():
+      return next((n for n in workers if "scoring trial" in (logs / f"{n}.log").read_text()), None)
+    _wait_for(lambda: taker() or chief.poll() is not None, timeout=600)
+    victim = taker()
+    assert victim, (logs / "chief.log").read_text()[-3000:]
+    workers[victim].kill()
+    survivor = next(n for n in workers if n != victim)
     assert chief.wait(timeout=600) == 0, (logs / "chief.log").read_text()[-3000:]
-    assert survivor.wait(timeout=60) == 0, (logs / "worker1.log").read_text()[-3000:]
+    assert workers[survivor].wait(timeout=60) == 0, (logs / f"{survivor}.log").read_text()[-3000:]
   finally:
-    for process in processes:
+    for process in [chief, *workers.values()]:
       if process.poll() is None:
         process.kill()
   with open(os.path.join(work_dir, search_lib.RESULT_FILE)) as f:
@@ -237,4 +239,4 @@ def test_chief_and_two_workers_one_killed_mid_interval_give_the_single_process_p
   remote = served["remote_evaluation"]
   assert remote["expired_leases"] >= 1
   assert remote["scored"] == remote["trials"] == sum(len(r["pool"]) for r in reference["intervals"][:-1]) + 1
-  assert "the search is finished" in (logs / "worker1.log").read_text()
+  assert "the search is finished" in (logs / f"{survivor}.log").read_text()
