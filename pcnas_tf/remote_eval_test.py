@@ -210,28 +210,12 @@ def test_worker_with_the_chiefs_id_is_refused(monkeypatch):
 def test_chief_and_two_workers_one_killed_mid_interval_give_the_single_process_pool(tmp_path):
   config = testing.tiny_search_config(str(tmp_path))
   reference = search_lib.run_search(config, str(tmp_path / "reference"), progress=False)
-  port, work_dir, logs = testing.free_port(), str(tmp_path / "served"), tmp_path
-  chief = testing.start_chief(config, work_dir, port, 3.0, logs / "chief.log")
-  workers = {name: testing.start_eval_worker(work_dir, port, name, logs / f"{name}.log")
-             for name in ("worker0", "worker1")}
-  try:
-    # Interval 1 has one trial: whoever takes it is killed before it reports; the other worker gets
-    # the trial when its lease ends, and every later one.
-    def taker():
-      return next((n for n in workers if "scoring trial" in (logs / f"{n}.log").read_text()), None)
-    _wait_for(lambda: taker() or chief.poll() is not None, timeout=600)
-    victim = taker()
-    assert victim, (logs / "chief.log").read_text()[-3000:]
-    workers[victim].kill()
-    survivor = next(n for n in workers if n != victim)
-    assert chief.wait(timeout=600) == 0, (logs / "chief.log").read_text()[-3000:]
-    assert workers[survivor].wait(timeout=60) == 0, (logs / f"{survivor}.log").read_text()[-3000:]
-  finally:
-    for process in [chief, *workers.values()]:
-      if process.poll() is None:
-        process.kill()
-  with open(os.path.join(work_dir, search_lib.RESULT_FILE)) as f:
-    served = json.load(f)
+  # Interval 1 has one trial: the worker that takes it is killed before it reports; the other one gets
+  # the trial when its lease ends, and every later one.
+  run = testing.run_served_search(config, str(tmp_path / "served"), 2, kill_first_scorer=True)
+  assert run["chief_rc"] == 0, run["logs"]["chief"][-3000:]
+  assert run["killed"] and list(run["worker_rcs"].values()).count(0) == 1, run["logs"]
+  served = run["result"]
   assert served["final_pool"] == reference["final_pool"]
   # Compared as JSON text: potentials of infeasible candidates are NaN, and NaN != NaN.
   assert json.dumps(served["intervals"], sort_keys=True) == json.dumps(
@@ -239,4 +223,5 @@ def test_chief_and_two_workers_one_killed_mid_interval_give_the_single_process_p
   remote = served["remote_evaluation"]
   assert remote["expired_leases"] >= 1
   assert remote["scored"] == remote["trials"] == sum(len(r["pool"]) for r in reference["intervals"][:-1]) + 1
-  assert "the search is finished" in (logs / f"{survivor}.log").read_text()
+  survivor = next(n for n, rc in run["worker_rcs"].items() if rc == 0)
+  assert "the search is finished" in run["logs"][survivor]

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -107,3 +108,47 @@ def start_eval_worker(work_dir, port, tuner_id, log_path, rpc_timeout=20.0):
 def _start(command, env, log_path):
   with open(log_path, "w") as log:  # the child keeps its own descriptor
     return subprocess.Popen(command, cwd=_REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def run_served_search(config, work_dir, num_workers, lease_timeout=3.0, kill_first_scorer=False,
+                      timeout=900.0):
+  """Runs a search as chief with `num_workers` evaluation workers on 127.0.0.1; returns a summary.
+
+  With `kill_first_scorer`, the worker that takes the first trial is killed (SIGKILL) before it can
+  report. Output goes to `work_dir`.log, `work_dir`.worker<i>.log. Returns {"result" (search_result.json,
+  None if the chief failed), "chief_rc", "worker_rcs" (None for the killed one), "killed" (its name),
+  "wall_s", "logs"}.
+  """
+  start, port = time.monotonic(), free_port()
+  logs = {"chief": f"{work_dir}.log", **{f"worker{i}": f"{work_dir}.worker{i}.log"
+                                         for i in range(num_workers)}}
+  chief = start_chief(config, work_dir, port, lease_timeout, logs["chief"])
+  workers = {name: start_eval_worker(work_dir, port, name, logs[name]) for name in logs if name != "chief"}
+  killed = None
+  try:
+    if kill_first_scorer:
+      while not killed and chief.poll() is None and time.monotonic() - start < timeout:
+        killed = next((n for n in workers if "scoring trial" in _read(logs[n])), None)
+        time.sleep(0.05)
+      if killed:
+        workers[killed].kill()
+        workers[killed].wait()
+    chief_rc = chief.wait(timeout=max(1.0, timeout - (time.monotonic() - start)))
+    worker_rcs = {n: None if n == killed else w.wait(timeout=60) for n, w in workers.items()}
+  finally:
+    for process in [chief, *workers.values()]:
+      if process.poll() is None:
+        process.kill()
+        process.wait()
+  result_path = os.path.join(work_dir, "search_result.json")
+  result = None
+  if chief_rc == 0:
+    with open(result_path) as f:
+      result = json.load(f)
+  return {"result": result, "chief_rc": chief_rc, "worker_rcs": worker_rcs, "killed": killed,
+          "wall_s": time.monotonic() - start, "logs": {n: _read(path) for n, path in logs.items()}}
+
+
+def _read(path):
+  with open(path) as f:
+    return f.read()
