@@ -28,7 +28,7 @@ from pcnas_tf import testing
 
 
 def _config(root):
-  return dataclasses.replace(testing.tiny_search_config(root), pool_size=4, num_samples=24,
+  return dataclasses.replace(testing.tiny_search_config(root), pool_size=4, num_samples=120,
                              eval_batches=2)
 
 

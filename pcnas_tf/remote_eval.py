@@ -246,7 +246,10 @@ class Worker:
       print(f"{self.tuner_id}: the search is finished; scored {self.scored} trials.", flush=True)
       return False
     if trial.status != "RUNNING":
-      time.sleep(self.poll_interval)
+      if self.evaluator is None:  # the chief answers, so config.json is there: prepare while it trains
+        self.evaluator = self.evaluator_factory()
+      else:
+        time.sleep(self.poll_interval)
       return True
     values = trial.hyperparameters.values
     print(f"{self.tuner_id}: scoring trial {trial.trial_id} (mixop {values[oracle_lib.EXTEND] + 1}).",
