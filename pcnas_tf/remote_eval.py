@@ -99,13 +99,16 @@ def serving(oracle, settings):
   if settings is None:
     yield
     return
-  server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+  # No SO_REUSEPORT (gRPC's default on Linux): a second chief on the same port must fail, not share it.
+  server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)])
   protos.get_service_grpc().add_OracleServicer_to_server(oracle_chief.OracleServicer(oracle), server)
   try:
-    server.add_insecure_port(settings.address)
-  except RuntimeError as error:
+    bound = server.add_insecure_port(settings.address)
+  except RuntimeError:
+    bound = 0
+  if not bound:
     raise errors.UserError(f"Cannot serve trials on {settings.address!r} (KERASTUNER_ORACLE_IP and "
-                           f"_PORT): the port is taken or the address is not this machine's.") from error
+                           f"_PORT): the port is taken or the address is not this machine's.")
   server.start()
   print(f"Serving potential evaluation to workers at {settings.address}.", flush=True)
   finished = False

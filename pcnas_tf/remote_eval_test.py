@@ -155,6 +155,14 @@ def test_a_bad_report_fails_for_its_sender_only_and_the_chief_keeps_serving(serv
   assert client.create_trial("worker1").status == "IDLE"  # answered: the Oracle's lock was released
 
 
+def test_a_second_chief_on_a_taken_port_is_refused(served, tmp_path):
+  oracle, _ = served
+  address = f"127.0.0.1:{os.environ['KERASTUNER_ORACLE_PORT']}"
+  with pytest.raises(errors.UserError, match="port is taken"):
+    with remote_eval.serving(oracle, remote_eval.ServeSettings(address)):
+      pass
+
+
 def test_worker_exits_cleanly_when_no_chief_answers(tmp_path, monkeypatch, capsys):
   for name, value in testing.kerastuner_env(testing.free_port(), "worker0").items():
     if name.startswith("KERASTUNER_"):
