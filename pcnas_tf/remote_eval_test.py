@@ -6,6 +6,8 @@ clients holding a made-up evaluator; the slow one runs a real search as chief an
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import types
@@ -212,6 +214,15 @@ def test_worker_with_the_chiefs_id_is_refused(monkeypatch):
       monkeypatch.setenv(name, value)
   with pytest.raises(errors.UserError, match="names the chief"):
     remote_eval.worker_id_from_env()
+
+
+def test_worker_binary_given_the_chiefs_id_exits_non_zero_with_one_line(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "pcnas_tf.eval_worker_main", f"--work_dir={tmp_path}"],
+      env=testing.kerastuner_env(testing.free_port(), "chief"), capture_output=True, text=True,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=300)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith("error: KERASTUNER_TUNER_ID is 'chief'")
 
 
 @pytest.mark.slow
