@@ -255,15 +255,20 @@ class Search:
 
   def _wait_for_workers(self, bar):
     """Checkpoints as the workers report, until every candidate of the interval is scored."""
-    interval = self.oracle.interval
+    interval, last_report = self.oracle.interval, time.monotonic()
     while True:
       done = len(self.oracle.history) > interval
       scored = bar.total if done else self._trials_scored()
       if scored > bar.n:
         bar.update(scored - bar.n)
         self._save()
+        last_report = time.monotonic()
       if done:
         return
+      if time.monotonic() - last_report > self.serve.lease_timeout:  # say why the search waits
+        print(f"Waiting for evaluation workers at {self.serve.address}: {bar.n} of {bar.total} trials "
+              f"of mixop {interval + 1} scored.", flush=True)
+        last_report = time.monotonic()
       time.sleep(0.1)
 
   def _baseline_result(self):
