@@ -26,6 +26,7 @@ import collections
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import time
 from concurrent import futures
@@ -175,7 +176,7 @@ def trial_metrics(evaluator, values):
   completions = {member + (choice,): [tuple(p) for p in c] for choice, c in enumerate(paths)}
   potentials = evaluator.potentials(completions)
   metrics = {oracle_lib.potential_name(c[-1]): p for c, p in potentials.items()}
-  finite = [p for p in potentials.values() if p == p]
+  finite = [p for p in potentials.values() if not math.isnan(p)]
   metrics["potential"] = max(finite) if finite else -1.0
   return metrics
 
@@ -219,8 +220,8 @@ class Worker:
 
   Args:
     work_dir: the search's work directory (shared with the chief).
-    evaluator_factory: () -> `PotentialEvaluator`, called when the first trial arrives (by then the
-      chief has written config.json), e.g. `worker_evaluator(read_config(work_dir))`.
+    evaluator_factory: () -> `PotentialEvaluator`, called once the chief first answers (by then it has
+      written config.json), e.g. `worker_evaluator(read_config(work_dir))`.
     tuner_id: this worker's KERASTUNER_TUNER_ID.
     rpc_timeout: seconds a call may take once the chief has answered.
     connect_timeout: seconds to wait for the chief's first answer (its start may take minutes).
