@@ -11,6 +11,10 @@ Runs the two local scenarios of pcnas_tf/cluster_test.py on the tiny macro-style
   2. two workers again, the second killed (SIGKILL) once checkpoint 3 exists: does the survivor stop
      instead of hanging, and does the restarted cluster finish with the uninterrupted run's pool and paths?
 
+  3. bench.multiworker_eval's four searches: potentials scored in one process, by one evaluation
+     worker, by two, and by two of which one is killed (`evaluation_speedup`, `eval_pools_equal`,
+     `eval_worker_kill_recovered`).
+
 Prints the figures, then one JSON line. Wall times include each process' TensorFlow start-up and tracing,
 which dominate a search this small; two processes share this machine's cores, so they show correctness
 and recovery, not speed-up.
@@ -24,6 +28,7 @@ import shutil
 import tempfile
 import time
 
+from bench import multiworker_eval
 from pcnas_tf import testing
 
 KILL_AFTER_CHECKPOINT = 3  # mid interval 1 of the tiny search
@@ -64,12 +69,12 @@ def _run(root):
         f"chief stopped {stop_s:.1f} s later (exit codes {killed.codes})")
   print(f"restarted cluster finished in {restarted.finished_s:.1f} s; same paths and pool as the "
         f"uninterrupted run: {recovered}")
-  print(json.dumps({
+  return {
       "workers": 2, "pools_equal": pools_equal, "paths_agree": paths_agree,
       "worker_kill_recovered": recovered, "single_process_2_replicas_s": round(single_s, 1),
       "two_workers_s": round(run.finished_s, 1), "kill_after_s": round(killed.killed_at_s, 1),
       "survivor_stopped_after_kill_s": round(stop_s, 1),
-      "restart_to_finish_s": round(restarted.finished_s, 1)}))
+      "restart_to_finish_s": round(restarted.finished_s, 1)}
 
 
 def main():
@@ -79,7 +84,11 @@ def main():
   root = args.work_dir or tempfile.mkdtemp(prefix="bench_multiworker_")
   os.makedirs(root, exist_ok=True)
   try:
-    _run(root)
+    figures = _run(root)
+    print("Evaluation workers (bench.multiworker_eval):")
+    evaluation = multiworker_eval.run(os.path.join(root, "evaluation"))
+    figures.update({key: value for key, value in evaluation.items() if key != "workers"})
+    print(json.dumps(figures))
   finally:
     if not args.work_dir:
       shutil.rmtree(root, ignore_errors=True)

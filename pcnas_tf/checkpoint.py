@@ -39,7 +39,7 @@ def _to_plain(value):
 
 def save(directory: str, number: int, arrays, state: dict) -> str:
   """Saves checkpoint `number` with `arrays` (a list of numpy arrays) and `state`; returns its path."""
-  final = os.path.join(directory, f"{_PREFIX}{number:08d}")
+  final = path_of(directory, number)
   staging = final + ".tmp"
   shutil.rmtree(staging, ignore_errors=True)
   os.makedirs(staging)
@@ -54,14 +54,22 @@ def save(directory: str, number: int, arrays, state: dict) -> str:
   return final
 
 
+def path_of(directory: str, number: int) -> str:
+  """The path of checkpoint `number` in `directory`."""
+  return os.path.join(directory, f"{_PREFIX}{number:08d}")
+
+
 def latest(directory: str):
   """Returns (arrays, state) of the newest complete checkpoint, or None."""
   found = _checkpoints(directory)
-  if not found:
-    return None
-  with np.load(os.path.join(found[-1], "variables.npz")) as npz:
+  return load(found[-1]) if found else None
+
+
+def load(path: str):
+  """Returns (arrays, state) of the checkpoint at `path`."""
+  with np.load(os.path.join(path, "variables.npz")) as npz:
     arrays = [npz[f"arr_{i}"] for i in range(len(npz.files))]
-  with open(os.path.join(found[-1], "state.json")) as f:
+  with open(os.path.join(path, "state.json")) as f:
     return arrays, json.load(f)
 
 

@@ -7,6 +7,9 @@ resumed from any checkpoint continues exactly where it stopped:
   epoch < Tw                           warm-up epoch: uniform single paths
   interval k = (epoch - Tw) // Ti      not scored yet: evaluate the potentials of the pool's extensions
                                        scored: train one epoch on completions of pool members
+
+Potentials are evaluated here, or, with `serve` settings (the KERASTUNER_* variables of a chief), by
+evaluation workers that pull the Oracle's trials (`remote_eval`); the pool is the same either way.
 """
 
 import dataclasses
@@ -31,6 +34,7 @@ from pcnas_tf import evolution
 from pcnas_tf import oracle as oracle_lib
 from pcnas_tf import pool as pool_lib
 from pcnas_tf import potential as potential_lib
+from pcnas_tf import remote_eval
 from pcnas_tf import report
 from pcnas_tf import space as space_lib
 from pcnas_tf import trainer as trainer_lib
@@ -99,8 +103,8 @@ class Search:
   """One search run in a work directory. Use `run_search`."""
 
   def __init__(self, config: SearchConfig, work_dir: str, progress=True,
-               collective_timeout_s=trainer_lib.COLLECTIVE_TIMEOUT_S):
-    self.config, self.work_dir = config, work_dir
+               collective_timeout_s=trainer_lib.COLLECTIVE_TIMEOUT_S, serve=None):
+    self.config, self.work_dir, self.serve = config, work_dir, serve
     keras.utils.set_random_seed(config.seed)  # the supergraph's initial weights
     self.space = space_lib.get_space(config.space, config.width)
     self.strategy = trainer_lib.make_strategy(config.strategy, collective_timeout_s)
@@ -120,7 +124,8 @@ class Search:
     self.constraint = constraint_lib.build(self.space, self.splits.image_shape,
                                            self.splits.num_classes, config, progress)
     self.num_choices = tuple(len(layer.choices) for layer in self.space.layers)
-    self.oracle = oracle_lib.PCNASOracle(self.num_choices, config.pool_size, seed=config.seed)
+    self.oracle = oracle_lib.PCNASOracle(self.num_choices, config.pool_size, seed=config.seed,
+                                         lease_timeout=serve.lease_timeout if serve else None)
     self.oracle._set_project_dir(self.out_dir, "oracle")  # pylint: disable=protected-access
     # Paths, completions and the Oracle's draws: one generator with the same seed and the same calls on
     # every task, so all tasks train the same path at every step without sending it (checked at each
@@ -143,12 +148,13 @@ class Search:
   def run(self):
     self._restore()
     pool_search = self.config.training == "pcnas" or self.config.search == "pcnas"
-    while self.epoch < self.total_epochs or (pool_search and not self.oracle.finished):
-      interval = self._interval()
-      if interval is not None and len(self.oracle.history) <= interval:
-        self._evaluate_interval()
-      else:
-        self._train_epoch(interval)
+    with remote_eval.serving(self.oracle, self.serve):
+      while self.epoch < self.total_epochs or (pool_search and not self.oracle.finished):
+        interval = self._interval()
+        if interval is not None and len(self.oracle.history) <= interval:
+          self._evaluate_interval()
+        else:
+          self._train_epoch(interval)
     if self.config.search == "pcnas":
       return self._finish(self._pool_result())
     return self._finish(self._baseline_result())
@@ -229,39 +235,60 @@ class Search:
 
   def _evaluate_interval(self):
     start = time.time()
+    if self.serve:  # before any trial is handed out: workers load these weights
+      remote_eval.save_interval_weights(self.work_dir, len(self.oracle.history),
+                                        self.trainer.supergraph, {"epoch": self.epoch})
     if not self.oracle.interval_open:
-      self.oracle.start_interval()
-    evaluator = self._evaluator()
+      self.oracle.start_interval(self._completions)
     interval = self.oracle.interval
     bar = tqdm.tqdm(total=len(self.oracle.pool or [()]), disable=not self.progress, leave=False,
                     desc=f"potentials, mixop {interval + 1}/{self.space.num_layers}")
-    bar.update(len(self.oracle.pool or [()]) - len(self.oracle.pending))
-    while True:
-      trial = self.oracle.create_trial("chief")
-      if trial.status != "RUNNING":
-        break
-      member = oracle_lib.member_of(trial.hyperparameters.values)
-      self._score_trial(trial, member, evaluator)
-      bar.update(1)
-      self._save()
+    bar.update(self._trials_scored())
+    if self.serve:
+      self._wait_for_workers(bar)
+    else:
+      self._score_trials(bar)
     bar.close()
     self._adopt_chief_pool()
     self._log_interval()
     self.timings["eval_s"] += time.time() - start
 
-  def _score_trial(self, trial, member, evaluator):
-    completions = {}
-    for choice in range(self.num_choices[len(member)]):
-      candidate = member + (choice,)
-      completions[candidate] = self.constraint.completions(candidate, self.config.num_samples,
-                                                           self.rng, self.config.sampling)
-    potentials = evaluator.potentials(completions)
-    metrics = {oracle_lib.potential_name(c[-1]): p for c, p in potentials.items()}
-    finite = [p for p in potentials.values() if not math.isnan(p)]
-    metrics["potential"] = max(finite) if finite else -1.0
-    self.oracle.update_trial(trial.trial_id, metrics)
-    trial.status = "COMPLETED"
-    self.oracle.end_trial(trial)
+  def _completions(self, candidate):
+    return self.constraint.completions(candidate, self.config.num_samples, self.rng, self.config.sampling)
+
+  def _trials_scored(self):
+    return len(self.oracle.potentials) // self.num_choices[self.oracle.interval]
+
+  def _score_trials(self, bar):
+    evaluator = self._evaluator()
+    while True:
+      trial = self.oracle.create_trial(remote_eval.CHIEF)
+      if trial.status != "RUNNING":
+        break
+      self.oracle.update_trial(trial.trial_id,
+                               remote_eval.trial_metrics(evaluator, trial.hyperparameters.values))
+      trial.status = "COMPLETED"
+      self.oracle.end_trial(trial)
+      bar.update(1)
+      self._save()
+
+  def _wait_for_workers(self, bar):
+    """Checkpoints as the workers report, until every candidate of the interval is scored."""
+    interval, last_report = self.oracle.interval, time.monotonic()
+    while True:
+      done = len(self.oracle.history) > interval
+      scored = bar.total if done else self._trials_scored()
+      if scored > bar.n:
+        bar.update(scored - bar.n)
+        self._save()
+        last_report = time.monotonic()
+      if done:
+        return
+      if time.monotonic() - last_report > self.serve.lease_timeout:  # say why the search waits
+        print(f"Waiting for evaluation workers at {self.serve.address}: {bar.n} of {bar.total} trials "
+              f"of mixop {interval + 1} scored.", flush=True)
+        last_report = time.monotonic()
+      time.sleep(0.1)
 
   def _baseline_result(self):
     """EA or random search on the trained supergraph, with PC-NAS' number of evaluations (paper 4.4).
@@ -293,11 +320,7 @@ class Search:
   def _evaluator(self):
     """The search's one evaluator: its batches are fixed and its traces serve every interval."""
     if self._potential_evaluator is None:
-      batches = data_lib.ValidationBatches(self.splits, self.config.data, self.config.eval_batch_size,
-                                           self.config.eval_batches)
-      self._potential_evaluator = potential_lib.PotentialEvaluator(
-          self.trainer.supergraph, [batches.batch(i) for i in range(len(batches))],
-          self.config.bn_mode, self.config.reuse_prefix)
+      self._potential_evaluator = potential_evaluator(self.config, self.trainer.supergraph, self.splits)
     return self._potential_evaluator
 
   # Multi-worker agreement ---------------------------------------------------------------------------
@@ -354,9 +377,9 @@ class Search:
 
   def _save(self):
     self.checkpoints += 1
-    trials = {tid: t.get_state() for tid, t in self.oracle.trials.items()}
+    oracle_state, trials = self.oracle.snapshot()
     state = {"config": self.config.to_json(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-             "oracle": self.oracle.get_state(), "trials": trials, "rng": self.rng.bit_generator.state,
+             "oracle": oracle_state, "trials": trials, "rng": self.rng.bit_generator.state,
              "timings": self.timings, "log": self.log, "checkpoints": self.checkpoints,
              "paths_digest": self.paths_digest}
     # Every task reads its variables (which may take part in collectives); only the chief's copy is
@@ -405,12 +428,24 @@ class Search:
               "distribution": {"strategy": self.config.strategy, "tasks": self.task.num_tasks,
                                "replicas": self.strategy.num_replicas_in_sync},
               "paths_digest": self.paths_digest}
+    if self.serve:
+      result["remote_evaluation"] = {"address": self.serve.address, "trials": len(self.oracle.trials),
+                                     "scored": len(self.oracle.end_order),
+                                     "expired_leases": self.oracle.expired_leases,
+                                     "late_reports": self.oracle.late_reports}
     checkpoint.write_json(os.path.join(self.out_dir, RESULT_FILE), result)
     if self.oracle.history:  # EA and random search on a One-Shot supergraph have no intervals
       report.plot_search(result, os.path.join(self.out_dir, "search.png"))
     report.draw_architecture(self.space, pool[0]["arch"], os.path.join(self.out_dir, "chosen_arch.png"))
     self.writer.flush()
     return result
+
+
+def potential_evaluator(config: SearchConfig, supergraph, splits):
+  """The `PotentialEvaluator` of a search: its fixed validation batches on `supergraph`."""
+  batches = data_lib.ValidationBatches(splits, config.data, config.eval_batch_size, config.eval_batches)
+  return potential_lib.PotentialEvaluator(supergraph, [batches.batch(i) for i in range(len(batches))],
+                                          config.bn_mode, config.reuse_prefix)
 
 
 def versions():
@@ -448,17 +483,21 @@ def prepare_work_dir(work_dir: str, config: SearchConfig, overwrite: bool):
 
 
 def run_search(config: SearchConfig, work_dir: str, overwrite=False, progress=True,
-               collective_timeout_s=trainer_lib.COLLECTIVE_TIMEOUT_S) -> dict:
+               collective_timeout_s=trainer_lib.COLLECTIVE_TIMEOUT_S, serve=None) -> dict:
   """Runs (or resumes) a search in `work_dir` and returns the result written to search_result.json.
 
   Under `--strategy=multi_worker` every task calls this with the same arguments and a shared
   `work_dir`; only the chief prepares, locks and writes it (see cluster.py).
+
+  `serve`: `remote_eval.ServeSettings` to have evaluation workers score the potentials; None scores
+  them in this process. In a multi-worker run only the chief serves; the other training tasks score
+  locally and then take the chief's pool.
   """
   config.validate()
   if config.strategy != "multi_worker":
     prepare_work_dir(work_dir, config, overwrite)
     with checkpoint.WorkDirLock(work_dir):
-      return Search(config, work_dir, progress, collective_timeout_s).run()
+      return Search(config, work_dir, progress, collective_timeout_s, serve).run()
   task = cluster_lib.task_from_env()
   with cluster_lib.lost_workers_reported(work_dir, task):
     if not task.is_chief:
@@ -469,4 +508,4 @@ def run_search(config: SearchConfig, work_dir: str, overwrite=False, progress=Tr
         cluster_lib.remove_output_dir(search.out_dir, work_dir)
     prepare_work_dir(work_dir, config, overwrite)
     with checkpoint.WorkDirLock(work_dir):
-      return Search(config, work_dir, progress, collective_timeout_s).run()
+      return Search(config, work_dir, progress, collective_timeout_s, serve).run()

@@ -10,6 +10,10 @@ A search started again in the same work directory resumes from its last checkpoi
 Several machines: run the same command on each with --strategy=multi_worker, a TF_CONFIG naming the
 machines and this one's place, and a --work_dir on a file system they share (README, "From one GPU to
 many machines").
+
+With KERASTUNER_TUNER_ID=chief, KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set (keras-tuner's
+distributed mode), the search serves its potential evaluations to workers (`pcnas_tf.eval_worker_main`)
+instead of scoring them itself; see README, "A pool of evaluation workers".
 """
 
 import os
@@ -18,16 +22,22 @@ from absl import flags
 
 from pcnas_tf import cluster
 from pcnas_tf import errors
+from pcnas_tf import remote_eval
 from pcnas_tf import search_flags
 from pcnas_tf import search_lib
 
+flags.DEFINE_float("eval_lease_timeout", 600.0, "With evaluation workers: seconds a worker may hold a "
+                   "trial unreported before it goes to another worker.")
+flags.DEFINE_float("eval_stop_grace", 30.0, "With evaluation workers: seconds the finished search keeps "
+                   "serving so that polling workers learn that it is over.")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
+  serve = remote_eval.serve_settings_from_env(FLAGS.eval_lease_timeout, FLAGS.eval_stop_grace)
   result = search_lib.run_search(search_flags.config_from_flags(), FLAGS.work_dir, FLAGS.overwrite,
-                                 FLAGS.progress, FLAGS.collective_timeout_s)
+                                 FLAGS.progress, FLAGS.collective_timeout_s, serve)
   if result["distribution"]["strategy"] == "multi_worker" and not cluster.task_from_env().is_chief:
     print(f"Search finished; the chief wrote the results to {FLAGS.work_dir}.")
     return

@@ -4,6 +4,10 @@ import dataclasses
 import gzip
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 
@@ -154,3 +158,90 @@ def run_search_cluster(config, work_dir, log_dir, num_workers=2, kill_after_chec
     codes = workers.wait(timeout)
   results = [read_json(p) if code == 0 and os.path.exists(p) else None for code, p in zip(codes, paths)]
   return ClusterRun(codes, results, workers.logs(), killed_at, time.monotonic() - start)
+
+
+# Chief and evaluation workers on 127.0.0.1 (remote_eval_test and bench/multiworker_eval) -----------------
+
+_CHIEF = """
+import json, sys
+from pcnas_tf import data, remote_eval, search_lib
+fields = json.loads(sys.argv[2])
+fields["data"] = data.DataConfig(**fields["data"])
+serve = remote_eval.serve_settings_from_env(float(sys.argv[3]), stop_grace=5.0)
+search_lib.run_search(search_lib.SearchConfig(**fields), sys.argv[1], progress=False, serve=serve)
+"""
+
+
+def free_port():
+  """A TCP port on 127.0.0.1 that nothing listens on now."""
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    return probe.getsockname()[1]
+
+
+def kerastuner_env(port, tuner_id):
+  """The environment of a keras-tuner chief (`tuner_id` "chief") or worker on 127.0.0.1:`port`."""
+  return dict(os.environ, KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
+              KERASTUNER_ORACLE_PORT=str(port))
+
+
+def start_chief(config, work_dir, port, lease_timeout, log_path):
+  """Starts a search serving its potential evaluation on 127.0.0.1:`port`; output goes to `log_path`."""
+  return _start([sys.executable, "-c", _CHIEF, work_dir, json.dumps(config.to_json()),
+                 str(lease_timeout)], kerastuner_env(port, "chief"), log_path)
+
+
+def start_eval_worker(work_dir, port, tuner_id, log_path, rpc_timeout=20.0):
+  """Starts `eval_worker_main` for the chief on 127.0.0.1:`port`; output goes to `log_path`."""
+  return _start([sys.executable, "-m", "pcnas_tf.eval_worker_main", f"--work_dir={work_dir}",
+                 f"--rpc_timeout={rpc_timeout}", "--connect_timeout=300", "--poll_interval=0.2"],
+                kerastuner_env(port, tuner_id), log_path)
+
+
+def _start(command, env, log_path):
+  with open(log_path, "w") as log:  # the child keeps its own descriptor
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def run_served_search(config, work_dir, num_workers, lease_timeout=3.0, kill_first_scorer=False,
+                      timeout=900.0):
+  """Runs a search as chief with `num_workers` evaluation workers on 127.0.0.1; returns a summary.
+
+  With `kill_first_scorer`, the worker that takes the first trial is killed (SIGKILL) before it can
+  report. Output goes to `work_dir`.log, `work_dir`.worker<i>.log. Returns {"result" (search_result.json,
+  None if the chief failed), "chief_rc", "worker_rcs" (None for the killed one), "killed" (its name),
+  "wall_s", "logs"}.
+  """
+  start, port = time.monotonic(), free_port()
+  logs = {"chief": f"{work_dir}.log", **{f"worker{i}": f"{work_dir}.worker{i}.log"
+                                         for i in range(num_workers)}}
+  chief = start_chief(config, work_dir, port, lease_timeout, logs["chief"])
+  workers = {name: start_eval_worker(work_dir, port, name, logs[name]) for name in logs if name != "chief"}
+  killed = None
+  try:
+    if kill_first_scorer:
+      while not killed and chief.poll() is None and time.monotonic() - start < timeout:
+        killed = next((n for n in workers if "scoring trial" in _read(logs[n])), None)
+        time.sleep(0.05)
+      if killed:
+        workers[killed].kill()
+        workers[killed].wait()
+    chief_rc = chief.wait(timeout=max(1.0, timeout - (time.monotonic() - start)))
+    worker_rcs = {n: None if n == killed else w.wait(timeout=60) for n, w in workers.items()}
+  finally:
+    for process in [chief, *workers.values()]:
+      if process.poll() is None:
+        process.kill()
+        process.wait()
+  result_path = os.path.join(work_dir, "search_result.json")
+  result = None
+  if chief_rc == 0:
+    with open(result_path) as f:
+      result = json.load(f)
+  return {"result": result, "chief_rc": chief_rc, "worker_rcs": worker_rcs, "killed": killed,
+          "wall_s": time.monotonic() - start, "logs": {n: _read(path) for n, path in logs.items()}}
+
+
+def _read(path):
+  with open(path) as f:
+    return f.read()
