@@ -5,7 +5,7 @@
 For random architectures of the small space at a CPU-sized width and resolution, times the supergraph's
 train step (PathSGD, one traced graph for every path) and its forward pass against the stand-alone Keras
 model of the same architecture trained by `keras.optimizers.SGD` (nesterov, same batch), measured side
-by side, alternating, and reports the minimum of repeated runs (the stable estimator on this shared
+by side, alternating call by call, and reports the minimum of repeated runs (the stable estimator on this shared
 VM). Prints a table, then one JSON line. Targets: train_step_ratio <= 1.05, forward_ratio <= 1.05,
 traces == 1.
 """
@@ -46,13 +46,15 @@ def _standalone_steps(model, batch_size):
   return train_step, forward
 
 
-def _min_time(fn, repeats):
-  best = float("inf")
+def _min_times(fns, repeats):
+  """The minimum time of each of `fns`, called in turn (A B C D A B C D ...) so that load changes on a
+  shared machine fall on all of them alike."""
+  best = [float("inf")] * len(fns)
   for _ in range(repeats):
-    start = time.perf_counter()
-    out = fn()
-    np.asarray(out)  # wait for the result
-    best = min(best, time.perf_counter() - start)
+    for index, fn in enumerate(fns):
+      start = time.perf_counter()
+      np.asarray(fn())  # wait for the result
+      best[index] = min(best[index], time.perf_counter() - start)
   return best
 
 
@@ -63,10 +65,13 @@ def main():
   parser.add_argument("--width", type=float, default=0.35)
   parser.add_argument("--resolution", type=int, default=64)
   parser.add_argument("--batch", type=int, default=32)
-  parser.add_argument("--repeats", type=int, default=10)
+  parser.add_argument("--repeats", type=int, default=20)
+  parser.add_argument("--threads", type=int, default=1,
+                      help="intra-op threads (1: the stable setting on a shared machine)")
   args = parser.parse_args()
-  paths, repeats = (5, 5) if args.quick else (args.paths, args.repeats)
+  paths, repeats = (5, 10) if args.quick else (args.paths, args.repeats)
   tf.config.threading.set_inter_op_parallelism_threads(1)
+  tf.config.threading.set_intra_op_parallelism_threads(args.threads)
   space = space_lib.small_space(args.width)
   shape = (args.resolution, args.resolution, 3)
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
@@ -88,10 +93,10 @@ def main():
     for _ in range(2):  # warm up both (and trace the stand-alone steps)
       trainer.train_step(iterator, path), alone_train(images, labels), alone_forward(images)
       trainer.evaluate(images, labels, path_tensor)
-    sg_train = _min_time(lambda: trainer.train_step(iterator, path)[0], repeats)
-    sa_train = _min_time(lambda: alone_train(images, labels), repeats)
-    sg_fwd = _min_time(lambda: trainer.evaluate(images, labels, path_tensor), repeats)
-    sa_fwd = _min_time(lambda: alone_forward(images), repeats)
+    sg_train, sa_train, sg_fwd, sa_fwd = _min_times(
+        [lambda: trainer.train_step(iterator, path)[0], lambda: alone_train(images, labels),
+         lambda: trainer.evaluate(images, labels, path_tensor), lambda: alone_forward(images)],
+        repeats)
     rows.append((sg_train / sa_train, sg_fwd / sa_fwd))
     print(f"{space.arch_to_string(arch):>24} {sg_train * 1e3:12.1f} {sa_train * 1e3:15.1f} "
           f"{sg_train / sa_train:6.3f} {sg_fwd * 1e3:10.1f} {sa_fwd * 1e3:13.1f} {sg_fwd / sa_fwd:6.3f}")
@@ -101,6 +106,7 @@ def main():
   print(json.dumps({"train_step_ratio": round(train_ratio, 4), "forward_ratio": round(forward_ratio, 4),
                     "traces": trainer.trace_count - 1, "paths": paths, "space": "small",
                     "width": args.width, "resolution": args.resolution, "batch": args.batch,
+                    "threads": args.threads,
                     "estimator": f"min of {repeats}"}))
 
 

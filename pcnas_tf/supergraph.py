@@ -9,9 +9,10 @@ their BN moving statistics in ONE flat non-trainable variable; a candidate's bra
 out and runs the candidate's ordinary Keras layer on those slices through `Layer.stateless_call`. Why
 not one variable per weight, as Keras layers have: a traced step takes every captured variable handle
 as an input on every call, and the switch_case branches of all candidates add per-handle switch nodes.
-Measured on this CPU (small space, width 0.35, 64x64, batch 32): with per-weight variables (2,567
-handles) the forward pass took 1.7-2.0x the stand-alone model's time; packed (two per mixop) it takes
-1.03-1.09x. The candidate layers are templates: built once for their shapes and initial values, then
+Measured on this CPU (small space, width 0.35, 64x64, batch 32, 1 thread): with per-weight variables
+(2,567 handles) the forward pass took 1.7-2.0x the stand-alone model's time; packed (two per mixop)
+1.03-1.09x. What remains of the overhead is the lowered switch_case: the unselected candidates' nodes
+are still scheduled, as dead nodes, every step. The candidate layers are templates: built once for their shapes and initial values, then
 kept out of the supergraph's variables (`candidates`), so checkpoints hold exactly the packed state.
 """
 
