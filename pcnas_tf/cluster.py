@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from pcnas_tf import checkpoint
 from pcnas_tf import errors
 
 ENV = "TF_CONFIG"
@@ -140,6 +141,31 @@ def lost_workers_reported(work_dir: str, task: Task):
         f"{task.name} lost contact with the cluster ({type(error).__name__}: {first_line[:200]}); start "
         f"every task again with the same command and TF_CONFIG: they resume from the newest checkpoint "
         f"in {work_dir!r}.") from error
+
+
+def run_job(work_dir: str, multi_worker: bool, prepare, make_job):
+  """Runs a job (a search or a training) in `work_dir` as this process' task; returns its result.
+
+  One process, or the chief of a cluster: `prepare()` the work directory, hold its lock and run
+  `make_job(True)`. Any other task of a cluster runs `make_job(False)`, which writes only to its own
+  output directory (`output_dir`), removed at the end. In a cluster a lost peer becomes one clear
+  error (`lost_workers_reported`).
+  """
+  if not multi_worker:
+    prepare()
+    with checkpoint.WorkDirLock(work_dir):
+      return make_job(True).run()
+  task = task_from_env()
+  with lost_workers_reported(work_dir, task):
+    if not task.is_chief:
+      job = make_job(False)
+      try:
+        return job.run()
+      finally:
+        remove_output_dir(job.out_dir, work_dir)
+    prepare()
+    with checkpoint.WorkDirLock(work_dir):
+      return make_job(True).run()
 
 
 def gather(strategy, values) -> np.ndarray:

@@ -494,18 +494,6 @@ def run_search(config: SearchConfig, work_dir: str, overwrite=False, progress=Tr
   locally and then take the chief's pool.
   """
   config.validate()
-  if config.strategy != "multi_worker":
-    prepare_work_dir(work_dir, config, overwrite)
-    with checkpoint.WorkDirLock(work_dir):
-      return Search(config, work_dir, progress, collective_timeout_s, serve).run()
-  task = cluster_lib.task_from_env()
-  with cluster_lib.lost_workers_reported(work_dir, task):
-    if not task.is_chief:
-      search = Search(config, work_dir, progress, collective_timeout_s)
-      try:
-        return search.run()
-      finally:
-        cluster_lib.remove_output_dir(search.out_dir, work_dir)
-    prepare_work_dir(work_dir, config, overwrite)
-    with checkpoint.WorkDirLock(work_dir):
-      return Search(config, work_dir, progress, collective_timeout_s, serve).run()
+  return cluster_lib.run_job(
+      work_dir, config.strategy == "multi_worker", lambda: prepare_work_dir(work_dir, config, overwrite),
+      lambda chief: Search(config, work_dir, progress, collective_timeout_s, serve if chief else None))

@@ -462,18 +462,6 @@ def run_training(config: TrainConfig, work_dir: str, overwrite=False, progress=T
   `work_dir`; only the chief prepares, locks and writes it (see cluster.py).
   """
   config.validate()
-  if config.strategy != "multi_worker":
-    prepare_work_dir(work_dir, config, overwrite)
-    with checkpoint.WorkDirLock(work_dir):
-      return Training(config, work_dir, progress, collective_timeout_s).run()
-  task = cluster_lib.task_from_env()
-  with cluster_lib.lost_workers_reported(work_dir, task):
-    if not task.is_chief:
-      training = Training(config, work_dir, progress, collective_timeout_s)
-      try:
-        return training.run()
-      finally:
-        cluster_lib.remove_output_dir(training.out_dir, work_dir)
-    prepare_work_dir(work_dir, config, overwrite)
-    with checkpoint.WorkDirLock(work_dir):
-      return Training(config, work_dir, progress, collective_timeout_s).run()
+  return cluster_lib.run_job(
+      work_dir, config.strategy == "multi_worker", lambda: prepare_work_dir(work_dir, config, overwrite),
+      lambda chief: Training(config, work_dir, progress, collective_timeout_s))
