@@ -42,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--estimator", default="ratio", choices=latency.backends.ESTIMATORS)
   parser.add_argument("--spaces", default=None, help="comma-separated subset, e.g. macro")
   parser.add_argument("--work_dir", default="runs/latency_bench")
+  parser.add_argument("--table", default=None,
+                      help="table file to build, resume or reuse (default: a new one in work_dir); "
+                           "the held-out timings are written next to it")
   return parser.parse_args(argv)
 
 
@@ -79,7 +82,7 @@ def run_space(args, name, width, resolution, calibration_archs, held_out_count) 
   space = space_lib.get_space(name, width)
   config = latency.BackendConfig(args.backend, runs=args.runs, estimator=args.estimator)
   backend = latency.make_backend(config)
-  output = os.path.join(tempfile.mkdtemp(dir=args.work_dir), f"{name}.json")
+  output = args.table or os.path.join(tempfile.mkdtemp(dir=args.work_dir), f"{name}.json")
   load = [os.getloadavg()[0]]
   start = time.time()
   table = latency.build_table(space, config, args.batch, resolution, output,
@@ -99,6 +102,9 @@ def run_space(args, name, width, resolution, calibration_archs, held_out_count) 
   values = np.array([[t.value(args.estimator, table.reference_ms) for t in p] for p in passes])
   measured = values.mean(axis=0)
   minimum = np.min([[t.min_ms for t in p] for p in passes], axis=0)
+  with open(os.path.join(os.path.dirname(output), f"{name}_held_out.json"), "w") as f:
+    json.dump({"table": output, "archs": held_out,
+               "passes": [[vars(t) for t in p] for p in passes]}, f)
   archs = [space.parse_arch(a) for a in held_out]
   predicted = [latency.predict(a, table) for a in archs]
   calibrated = accuracy(predicted, measured)
