@@ -1,15 +1,29 @@
 """How well the latency lookup table predicts whole networks it never saw.
 
 For each space: build a table from scratch (per-op timings + calibration on random networks; timed as
-`build_s`), then time 50 (macro; 30 for small) further random networks end to end and compare with the table's predictions,
-both calibrated and measured-only. Default backend tflite (LiteRT + XNNPACK, 1 thread, min of 40 runs).
+`build_s`), then time 50 (macro; 30 for small) further random networks end to end, twice, and compare
+the mean of the two timings with the table's predictions, calibrated and measured-only. Default
+backend tflite (LiteRT + XNNPACK, 1 thread), timed the way tables are: interleaved, paired with the
+table's reference network, 60 rounds (backends.py explains why).
+
+Figures besides the headline:
+  noise_floor       how often the two timings of the SAME network differ by more than 10% (and 5%):
+                    the repeatability of the measurement itself, which no table can beat.
+  measured_table    the summed one-operator timings, before calibration.
+  vs_plain_min      the predictions against each network's own minimum (no reference pairing), with
+                    that estimator's noise floor: what the old protocol would have compared with.
+  reference_drift   the reference's fastest time now / when the table was built: far from 1, the
+                    machine is in another state than when the table was built (other jobs' load).
+  load_1min         the 1-minute load average before building, before and after validating.
 
 Sizes are CPU-sized: batch 1 (the paper's batch 16 is a GPU setting; on this 2-core VM it makes each
 timed call ~16x longer without changing what is compared), `macro` at width 1.0 and 32x32 (CIFAR), and
 `small` at width 0.35 and 64x64.
 
-  .venv/bin/python -m bench.latency_model            # about 8 minutes on 2 quiet cores
-  .venv/bin/python -m bench.latency_model --quick    # about 1.5 minutes, smaller networks and counts
+  .venv/bin/python -m bench.latency_model --spaces=macro   # about 7 minutes under load 4
+  .venv/bin/python -m bench.latency_model --backend=tf --spaces=macro
+  .venv/bin/python -m bench.latency_model --quick          # about 2 minutes, smaller networks and counts
+  .venv/bin/python -m bench.latency_model --spaces=macro --table=runs/t/macro.json   # re-validate a table
 """
 
 import argparse
@@ -27,7 +41,7 @@ from pcnas_tf import latency
 
 # (space, width, resolution, calibration networks, held-out networks); the first is the headline.
 # `small` gets fewer networks: its 21-layer models take ~3x longer to build and convert.
-FULL = (("macro", 1.0, 32, 60, 50), ("small", 0.35, 64, 30, 30))
+FULL = (("macro", 1.0, 32, 60, 50), ("small", 0.35, 64, 50, 30))
 QUICK = (("macro", 0.5, 32, 12, 10), ("small", 0.35, 32, 12, 10))
 
 

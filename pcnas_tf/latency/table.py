@@ -150,6 +150,10 @@ def _read(path: str) -> dict:
     raise TableError(f"Cannot read latency table {path}: {error.strerror}.") from error
   except (json.JSONDecodeError, UnicodeDecodeError) as error:
     raise TableError(f"Latency table {path} is corrupt (not valid JSON: {error}).") from error
+  found = data.get("format") if isinstance(data, dict) else None
+  if isinstance(found, str) and found.startswith(FORMAT.split("/")[0] + "/") and found != FORMAT:
+    raise TableError(f"Latency table {path} has the older format {found!r}, not {FORMAT!r}; delete it "
+                     f"to rebuild.")
   if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(
       data.get("metadata"), dict) or not isinstance(data.get("measurements", {}), dict):
     raise TableError(f"Latency table {path} is corrupt: it is not a {FORMAT} file.")

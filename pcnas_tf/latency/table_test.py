@@ -128,6 +128,15 @@ def test_corrupt_files_are_user_errors(tmp_path, content):
     table_lib.load_table(str(path))
 
 
+def test_a_table_of_the_old_format_is_refused_by_name(tmp_path, built):
+  path, _ = built
+  data = json.loads(path.read_text())
+  old = tmp_path / "old.json"
+  old.write_text(json.dumps({**data, "format": "pcnas_tf.latency_table/1"}))
+  with pytest.raises(table_lib.TableError, match="older format 'pcnas_tf.latency_table/1'"):
+    table_lib.load_table(str(old))
+
+
 def test_cache_reuses_a_matching_table(tmp_path):
   first = FakeBackend()
   table_lib.get_or_build_table(str(tmp_path), SPACE, CONFIG, progress=False, timer=first, **SHAPE)
