@@ -19,7 +19,10 @@ many models together:
     cancels in the ratio, and the reference's minimum over thousands of spread-out runs is the quiet
     machine's speed.
 Under load 4.7 that repeated to within 10% for all 50 networks (within 5% for 98%; median 1.5%),
-where the interleaved minimum alone had 2% of networks over 10% and 10% over 5%. 1 thread: 2 threads
+where the interleaved minimum alone had 2% of networks over 10% and 10% over 5%; over three passes
+a minute apart at load 4-6 it was 4.7% over 10% (the model's own interleaved minimum: 6%). It does not
+cancel everything: when the machine is in another state (the reference's fastest time 10-20% slower),
+small and large networks slow down by different factors. 1 thread: 2 threads
 on 2 shared cores compete with the other jobs for both. `min` and `median` of the model's own samples
 stay available as estimators.
 """

@@ -111,3 +111,15 @@ def test_tensorrt_times_a_tiny_model_on_gpu(precision, tiny_model):
   backend = backends.make_backend(backends.BackendConfig("tensorrt", precision=precision, runs=5))
   timing = backend.measure(tiny_model, (2, 8, 8, 3))
   assert 0 < timing.min_ms <= timing.median_ms and "TensorRT" in backend.device()
+
+
+def test_tensorrt_group_is_each_models_minimum_over_the_references():
+  class FakeRuntime:  # GPU time in ms is the "model" itself
+    def measure(self, model, input_shape, warmup, runs):
+      return backends.Timing(model, model * 1.2, 0.1, runs)
+
+  backend = object.__new__(backends.TensorRTBackend)  # without a GPU, __init__ refuses
+  backend.config, backend._runtime = backends.BackendConfig("tensorrt", runs=3), FakeRuntime()  # pylint: disable=protected-access
+  reference = backend.prepare_reference(4.0, (1, 8, 8, 3))
+  timings = backend.measure_group([(2.0, (1, 8, 8, 3)), (6.0, (1, 8, 8, 3))], reference)
+  assert [t.ratio for t in timings] == [0.5, 1.5] and timings[0].value("ratio") == 2.0
