@@ -125,15 +125,19 @@ def time_calls(call: Callable[[], object], warmup: int, runs: int,
   return Timing.from_samples(samples)
 
 
-def time_interleaved(calls: Sequence[Callable[[], object]], reference: Callable[[], object],
-                     warmup: int, rounds: int, repeats: int = 2,
+def time_interleaved(calls: Sequence, reference, warmup: int, rounds: int, repeats: int = 2,
                      clock: Callable[[], float] = time.perf_counter, seed: int = 0) -> list[Timing]:
   """Times `calls` interleaved and paired with `reference` (see the module docstring).
 
   Each round visits every call once, in a fresh random order; a visit times the call `repeats` times
   and then the reference `repeats` times, keeping the fastest of each. Returns one Timing per call whose
   `ratio` is the median over rounds of call / reference and `reference_ms` the reference's minimum.
+
+  A call (and the reference) may also be a list of calls, instances of the same model: round r uses
+  instance r % len, so the median also spans the instances.
   """
+  as_list = lambda call: list(call) if isinstance(call, (list, tuple)) else [call]
+  calls, reference = [as_list(c) for c in calls], as_list(reference)
   def best_of(call):
     best = float("inf")
     for _ in range(repeats):
@@ -142,16 +146,19 @@ def time_interleaved(calls: Sequence[Callable[[], object]], reference: Callable[
       best = min(best, clock() - start)
     return best * 1e3
 
-  for call in [reference, *calls]:
-    for _ in range(warmup):
-      call()
+  for instances in [reference, *calls]:
+    for call in instances:
+      for _ in range(warmup):
+        call()
   samples = np.zeros((rounds, len(calls)))
   references = np.zeros((rounds, len(calls)))
   rng = np.random.default_rng(seed)
+  visits = 0
   for round_ in range(rounds):
     for index in rng.permutation(len(calls)):
-      samples[round_, index] = best_of(calls[index])
-      references[round_, index] = best_of(reference)
+      samples[round_, index] = best_of(calls[index][round_ % len(calls[index])])
+      references[round_, index] = best_of(reference[visits % len(reference)])
+      visits += 1
   reference_ms = float(np.min(references))
   ratios = np.median(samples / np.maximum(references, 1e-9), axis=0)
   return [Timing.from_samples(samples[:, i], ratio=float(ratios[i]), reference_ms=reference_ms)
@@ -168,8 +175,9 @@ class Backend(abc.ABC):
   def device(self) -> str:
     """A human-readable description of what is timed on, recorded in tables."""
 
-  def prepare(self, model, input_shape: Sequence[int]) -> Callable[[], object]:
-    """A call that runs `model` once on a random input of `input_shape` and blocks until done."""
+  def prepare(self, model, input_shape: Sequence[int]):
+    """A call that runs `model` once on a random input of `input_shape` and blocks until done, or a
+    list of such calls (independent instances of the model, see `time_interleaved`)."""
     raise NotImplementedError(f"The {self.config.name} backend times whole models only.")
 
   def prepare_reference(self, model, input_shape):
@@ -178,7 +186,9 @@ class Backend(abc.ABC):
 
   def measure(self, model, input_shape: Sequence[int]) -> Timing:
     """Times `model` alone on a random input of `input_shape` (batch included): min, median, spread."""
-    return time_calls(self.prepare(model, input_shape), self.config.warmup, self.config.runs)
+    call = self.prepare(model, input_shape)
+    call = call[0] if isinstance(call, list) else call
+    return time_calls(call, self.config.warmup, self.config.runs)
 
   def measure_group(self, jobs: Sequence[tuple[object, Sequence[int]]],
                     reference) -> list[Timing]:
@@ -229,13 +239,21 @@ class TFLiteBackend(Backend):
   def device(self) -> str:
     return f"{cpu_name()}, LiteRT XNNPACK, {self.config.threads} thread(s)"
 
+  # Interpreters of the SAME flatbuffer differ in speed by up to 5% (one by 80%) for as long as they
+  # live, as their buffers land at different addresses; `prepare` returns several and the timing loop
+  # rotates through them, so no one placement decides a model's time.
+  INSTANCES = 3
+
   def prepare(self, model, input_shape):
     from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
-    interpreter = Interpreter(model_content=to_tflite(model, input_shape),
-                              num_threads=self.config.threads)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], _random_input(input_shape))
-    return interpreter.invoke
+    flatbuffer = to_tflite(model, input_shape)
+    calls = []
+    for _ in range(self.INSTANCES):
+      interpreter = Interpreter(model_content=flatbuffer, num_threads=self.config.threads)
+      interpreter.allocate_tensors()
+      interpreter.set_tensor(interpreter.get_input_details()[0]["index"], _random_input(input_shape))
+      calls.append(interpreter.invoke)
+    return calls
 
 
 class TFBackend(Backend):

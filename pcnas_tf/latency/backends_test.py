@@ -123,3 +123,14 @@ def test_tensorrt_group_is_each_models_minimum_over_the_references():
   reference = backend.prepare_reference(4.0, (1, 8, 8, 3))
   timings = backend.measure_group([(2.0, (1, 8, 8, 3)), (6.0, (1, 8, 8, 3))], reference)
   assert [t.ratio for t in timings] == [0.5, 1.5] and timings[0].value("ratio") == 2.0
+
+
+def test_interleaved_rounds_rotate_through_instances():
+  clock = SlowingClock([1.0, 3.0, 2.0])
+  clock.call = lambda index, c=clock: (lambda: setattr(c, "now", c.now + c.costs[index] / 1e3))
+  # Two instances of one model, one 3x slower: the median over rounds sees both.
+  timings = backends.time_interleaved([[clock.call(0), clock.call(1)]], clock.call(2), warmup=0,
+                                      rounds=3, repeats=1, clock=clock)
+  assert timings[0].min_ms == pytest.approx(1.0) and timings[0].median_ms == pytest.approx(1.0)
+  assert timings[0].ratio == pytest.approx(0.5)  # median of 0.5, 1.5, 0.5
+  assert timings[0].spread_ms > 1.0  # the slow instance was timed in round 2
