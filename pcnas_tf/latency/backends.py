@@ -241,14 +241,19 @@ class TFLiteBackend(Backend):
 
   # Interpreters of the SAME flatbuffer differ in speed by up to 5% (one by 80%) for as long as they
   # live, as their buffers land at different addresses; `prepare` returns several and the timing loop
-  # rotates through them, so no one placement decides a model's time.
+  # rotates through them, so no one placement decides a model's time. The reference, which every
+  # entry of a table and every later timing is divided by, gets more.
   INSTANCES = 3
+  REFERENCE_INSTANCES = 8
 
-  def prepare(self, model, input_shape):
+  def prepare_reference(self, model, input_shape):
+    return self.prepare(model, input_shape, self.REFERENCE_INSTANCES)
+
+  def prepare(self, model, input_shape, instances=None):
     from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
     flatbuffer = to_tflite(model, input_shape)
     calls = []
-    for _ in range(self.INSTANCES):
+    for _ in range(instances or self.INSTANCES):
       interpreter = Interpreter(model_content=flatbuffer, num_threads=self.config.threads)
       interpreter.allocate_tensors()
       interpreter.set_tensor(interpreter.get_input_details()[0]["index"], _random_input(input_shape))
