@@ -20,9 +20,13 @@ many models together:
     machine's speed.
 Under load 4.7 that repeated to within 10% for all 50 networks (within 5% for 98%; median 1.5%),
 where the interleaved minimum alone had 2% of networks over 10% and 10% over 5%; over three passes
-a minute apart at load 4-6 it was 4.7% over 10% (the model's own interleaved minimum: 6%). It does not
-cancel everything: when the machine is in another state (the reference's fastest time 10-20% slower),
-small and large networks slow down by different factors. 1 thread: 2 threads
+a minute apart at load 4-6 it was 4.7% over 10% (the model's own interleaved minimum: 6%). What remained
+was placement: two LiteRT interpreters of the SAME flatbuffer differ in speed by up to 5% (once by
+80%) for as long as they live, as their buffers land at different addresses, so one instance per model
+put a persistent error on each timing and a shared bias on everything paired with one reference
+instance (a table built with one reference interpreter and validated with another was off by 6%
+across the board). The tflite backend therefore builds 3 interpreters per model and 8 of the
+reference, and the rounds rotate through them. 1 thread: 2 threads
 on 2 shared cores compete with the other jobs for both. `min` and `median` of the model's own samples
 stay available as estimators.
 """
