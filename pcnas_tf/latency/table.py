@@ -11,8 +11,9 @@ calibrated tables are kept.
 Models are timed in groups of `GROUP`, interleaved and paired with one fixed reference network (the
 space's `reference_arch`), by `Backend.measure_group`: on a shared machine that is what makes timings
 repeat (see backends.py). With the default `ratio` estimator every entry is a ratio to the reference
-times the reference's minimum over the whole build (`reference_ms`, kept in the file), so all entries,
-and whole networks timed later against the same reference, are in one unit.
+times one unit, `reference_ms` (kept in the file): the median over the calibration networks of their
+own fastest time / their ratio, so that ratios become milliseconds of this machine. All entries, and
+whole networks timed later against the same reference, are in that one unit.
 
 The file is the build's state: after every group it is rewritten atomically (temp file, then
 `os.replace`), so an interrupted build resumes with what it already measured.
@@ -324,8 +325,7 @@ def _measure_missing(state, space, backend, output, progress) -> None:
 def _finish(state, space) -> None:
   """Turns the measurements into the measured and calibrated tables."""
   metadata, measured = state["metadata"], state["measurements"]
-  references = [m["reference_ms"] for m in measured.values() if m.get("reference_ms") is not None]
-  reference_ms = min(references) if references else float("nan")
+  reference_ms = _reference_ms(measured)
   value = lambda key: backends_lib.Timing(**measured[key]).value(metadata["settings"]["estimator"],
                                                                    reference_ms)
   probes = _op_probes(space, tuple(metadata["resolution"]))
@@ -343,6 +343,21 @@ def _finish(state, space) -> None:
                          "ridge_lambda": _finite_or_none(fit.ridge_lambda),
                          "cv_rmse_ms": _finite_or_none(fit.cv_rmse_ms), "networks": len(archs)}
   state["complete"] = True
+
+
+def _reference_ms(measured) -> float:
+  """The reference's latency: the unit that turns every `ratio` into milliseconds.
+
+  The median over the build's whole networks (every model when there are none) of their own fastest
+  time / their ratio. Each network's own minimum over its spread-out rounds repeated within 1% between
+  builds here, while the reference's own minimum moved by 30% with where its interpreters were placed
+  in memory; the median over many networks is the steadier anchor for absolute milliseconds.
+  """
+  paired = {key: m for key, m in measured.items() if m.get("ratio")}
+  if not paired:
+    return float("nan")
+  networks = [m for key, m in paired.items() if key.startswith("arch/")] or list(paired.values())
+  return float(np.median([m["min_ms"] / m["ratio"] for m in networks]))
 
 
 def _finite_or_none(value):
