@@ -20,9 +20,10 @@ Sizes are CPU-sized: batch 1 (the paper's batch 16 is a GPU setting; on this 2-c
 timed call ~16x longer without changing what is compared), `macro` at width 1.0 and 32x32 (CIFAR), and
 `small` at width 0.35 and 64x64.
 
-  .venv/bin/python -m bench.latency_model --spaces=macro   # about 7 minutes under load 4
+  .venv/bin/python -m bench.latency_model                  # both spaces, about 10 minutes under load 2-4
+  .venv/bin/python -m bench.latency_model --spaces=macro   # about 4 minutes
   .venv/bin/python -m bench.latency_model --backend=tf --spaces=macro
-  .venv/bin/python -m bench.latency_model --quick          # about 2 minutes, smaller networks and counts
+  .venv/bin/python -m bench.latency_model --quick          # about 4 minutes, smaller networks and counts
   .venv/bin/python -m bench.latency_model --spaces=macro --table=runs/t/macro.json   # re-validate a table
 """
 
@@ -40,7 +41,7 @@ from pcnas_tf import space as space_lib
 from pcnas_tf import latency
 
 # (space, width, resolution, calibration networks, held-out networks); the first is the headline.
-# `small` gets fewer networks: its 21-layer models take ~3x longer to build and convert.
+# `small` gets fewer held-out networks: its 21-layer models take ~3x longer to build and convert.
 FULL = (("macro", 1.0, 32, 60, 50), ("small", 0.35, 64, 50, 30))
 QUICK = (("macro", 0.5, 32, 12, 10), ("small", 0.35, 32, 12, 10))
 
