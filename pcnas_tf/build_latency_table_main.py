@@ -22,9 +22,11 @@ _NUM_CLASSES = flags.DEFINE_integer("num_classes", 10, "Classifier outputs.")
 _THREADS = flags.DEFINE_integer("threads", 1, "LiteRT threads (tflite).")
 _XLA = flags.DEFINE_boolean("xla", False, "Compile with XLA (tf).")
 _PRECISION = flags.DEFINE_enum("precision", "fp32", ["fp32", "fp16"], "TensorRT precision.")
-_RUNS = flags.DEFINE_integer("runs", 40, "Timed runs per model.")
+_RUNS = flags.DEFINE_integer("runs", 60, "Interleaved timing rounds per model.")
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed runs before timing.")
-_ESTIMATOR = flags.DEFINE_enum("estimator", "min", ["min", "median"], "Statistic the table keeps.")
+_ESTIMATOR = flags.DEFINE_enum("estimator", "ratio", list(latency.backends.ESTIMATORS),
+                               "Statistic the table keeps: ratio to a paired reference network "
+                               "(repeatable on a busy machine), or the model's own min or median.")
 _CALIBRATION_ARCHS = flags.DEFINE_integer("calibration_archs", 40,
                                           "Random whole networks the table is fitted to.")
 _SEED = flags.DEFINE_integer("seed", 0, "Picks the calibration networks.")
@@ -51,7 +53,7 @@ def main(argv):
   low, high = latency.make_constraint("latency", space, table=table).range()
   fit = table.calibration
   print(f"{space.name} on {table.metadata['device']}: latency {low:.3f}..{high:.3f} ms "
-        f"(calibrated; scale {fit['scale']:.3f}, leave-one-out RMSE {fit['loo_rmse_ms']} ms over "
+        f"(calibrated; scale {fit['scale']:.3f}, cross-validated RMSE {fit['cv_rmse_ms']} ms over "
         f"{fit['networks']} networks).")
 
 

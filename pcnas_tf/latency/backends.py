@@ -5,10 +5,30 @@
   tensorrt  TF-TRT where TensorFlow is linked with TensorRT, else ONNX (tf2onnx) + a TensorRT engine
             timed with CUDA events; fp32 or fp16. Needs an NVIDIA GPU.
 
-Every timing warms up, then times `runs` calls and records min, median and spread. The default estimator
-is the minimum with 1 thread: on the shared 2-core development VM, LiteRT with 1 thread and the minimum of
-40 runs reproduced within 3%, while 2 threads and the median varied by up to 26%. Noise from other
-processes only ever adds time, so the minimum is the estimate closest to the quiet machine.
+Timing protocol. The development VM has 2 cores shared with other jobs, and its speed drifts: the minimum
+of each block of 100 runs of one LiteRT network varied by 40% within 20 seconds (load 2.5). Timing one
+model after another (min of 40 runs each) then gives numbers that do not repeat: two passes over the
+same 50 networks differed by more than 10% for 13% of them at load 1, and for 72% at load 4.7. The
+minimum cannot fix a slowdown that lasts longer than a whole block of runs. So `measure_group` times
+many models together:
+  * interleaved: each round visits every model once, in a new random order, so every model's samples
+    are spread over the whole measurement instead of one short window;
+  * paired with a reference network: each visit times the model (best of `repeats` calls) and then
+    the reference; the `ratio` estimator is the median over rounds of model time / reference time,
+    times the reference's minimum over the whole build. A slowdown that affects both neighbours alike
+    cancels in the ratio, and the reference's minimum over thousands of spread-out runs is the quiet
+    machine's speed.
+Under load 4.7 that repeated to within 10% for all 50 networks (within 5% for 98%; median 1.5%),
+where the interleaved minimum alone had 2% of networks over 10% and 10% over 5%; over three passes
+a minute apart at load 4-6 it was 4.7% over 10% (the model's own interleaved minimum: 6%). What remained
+was placement: two LiteRT interpreters of the SAME flatbuffer differ in speed by up to 5% (once by
+80%) for as long as they live, as their buffers land at different addresses, so one instance per model
+put a persistent error on each timing and a shared bias on everything paired with one reference
+instance (a table built with one reference interpreter and validated with another was off by 6%
+across the board). The tflite backend therefore builds 3 interpreters per model and 8 of the
+reference, and the rounds rotate through them. 1 thread: 2 threads
+on 2 shared cores compete with the other jobs for both. `min` and `median` of the model's own samples
+stay available as estimators.
 """
 
 import abc
@@ -21,7 +41,7 @@ import numpy as np
 
 from pcnas_tf import errors
 
-ESTIMATORS = ("min", "median")
+ESTIMATORS = ("ratio", "min", "median")
 PRECISIONS = ("fp32", "fp16")
 
 
@@ -35,24 +55,28 @@ class BackendConfig:
     xla: compile the tf.function with XLA (tf only).
     precision: `fp32` or `fp16` (tensorrt only).
     warmup: untimed calls before timing.
-    runs: timed calls.
-    estimator: `min` or `median`, the statistic the table uses.
+    runs: timed calls of `measure`; rounds of `measure_group` (each times every model `repeats`
+      times and the reference as often).
+    repeats: calls per model per round of `measure_group`; the round keeps the fastest.
+    estimator: `ratio`, `min` or `median`, the statistic the table uses (see the module docstring).
   """
   name: str = "tflite"
   threads: int = 1
   xla: bool = False
   precision: str = "fp32"
   warmup: int = 5
-  runs: int = 40
-  estimator: str = "min"
+  runs: int = 60
+  estimator: str = "ratio"
+  repeats: int = 2
 
   def validate(self) -> None:
     if self.name not in BACKENDS:
       raise errors.UserError(f"Unknown latency backend {self.name!r}; allowed: {', '.join(BACKENDS)}.")
     if self.threads < 1:
       raise errors.UserError(f"Threads {self.threads} must be >= 1.")
-    if self.warmup < 0 or self.runs < 1:
-      raise errors.UserError(f"Warm-up {self.warmup} must be >= 0 and runs {self.runs} >= 1.")
+    if self.warmup < 0 or self.runs < 1 or self.repeats < 1:
+      raise errors.UserError(f"Warm-up {self.warmup} must be >= 0, runs {self.runs} and repeats "
+                             f"{self.repeats} >= 1.")
     if self.estimator not in ESTIMATORS:
       raise errors.UserError(f"Unknown estimator {self.estimator!r}; allowed: {', '.join(ESTIMATORS)}.")
     if self.precision not in PRECISIONS:
@@ -66,18 +90,29 @@ class BackendConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
-  """One model's timing in milliseconds; `spread_ms` is the 10th-to-90th percentile range."""
+  """One model's timing in milliseconds; `spread_ms` is the 10th-to-90th percentile range.
+
+  `ratio` (median of model / reference over paired rounds) and `reference_ms` (the reference's minimum
+  in those rounds) are set by `measure_group` only.
+  """
   min_ms: float
   median_ms: float
   spread_ms: float
   runs: int
+  ratio: float | None = None
+  reference_ms: float | None = None
 
   @classmethod
-  def from_samples(cls, samples_ms: Sequence[float]) -> "Timing":
+  def from_samples(cls, samples_ms: Sequence[float], **paired) -> "Timing":
     low, median, high = np.percentile(samples_ms, [10, 50, 90])
-    return cls(float(np.min(samples_ms)), float(median), float(high - low), len(samples_ms))
+    return cls(float(np.min(samples_ms)), float(median), float(high - low), len(samples_ms), **paired)
 
-  def value(self, estimator: str) -> float:
+  def value(self, estimator: str, reference_ms: float | None = None) -> float:
+    """The estimate in ms; `ratio` scales by `reference_ms` (default: this timing's own)."""
+    if estimator == "ratio":
+      if self.ratio is None:
+        raise ValueError("This timing was not paired with a reference; use measure_group.")
+      return self.ratio * (self.reference_ms if reference_ms is None else reference_ms)
     return self.min_ms if estimator == "min" else self.median_ms
 
 
@@ -94,6 +129,46 @@ def time_calls(call: Callable[[], object], warmup: int, runs: int,
   return Timing.from_samples(samples)
 
 
+def time_interleaved(calls: Sequence, reference, warmup: int, rounds: int, repeats: int = 2,
+                     clock: Callable[[], float] = time.perf_counter, seed: int = 0) -> list[Timing]:
+  """Times `calls` interleaved and paired with `reference` (see the module docstring).
+
+  Each round visits every call once, in a fresh random order; a visit times the call `repeats` times
+  and then the reference `repeats` times, keeping the fastest of each. Returns one Timing per call whose
+  `ratio` is the median over rounds of call / reference and `reference_ms` the reference's minimum.
+
+  A call (and the reference) may also be a list of calls, instances of the same model: round r uses
+  instance r % len, so the median also spans the instances.
+  """
+  as_list = lambda call: list(call) if isinstance(call, (list, tuple)) else [call]
+  calls, reference = [as_list(c) for c in calls], as_list(reference)
+  def best_of(call):
+    best = float("inf")
+    for _ in range(repeats):
+      start = clock()
+      call()
+      best = min(best, clock() - start)
+    return best * 1e3
+
+  for instances in [reference, *calls]:
+    for call in instances:
+      for _ in range(warmup):
+        call()
+  samples = np.zeros((rounds, len(calls)))
+  references = np.zeros((rounds, len(calls)))
+  rng = np.random.default_rng(seed)
+  visits = 0
+  for round_ in range(rounds):
+    for index in rng.permutation(len(calls)):
+      samples[round_, index] = best_of(calls[index][round_ % len(calls[index])])
+      references[round_, index] = best_of(reference[visits % len(reference)])
+      visits += 1
+  reference_ms = float(np.min(references))
+  ratios = np.median(samples / np.maximum(references, 1e-9), axis=0)
+  return [Timing.from_samples(samples[:, i], ratio=float(ratios[i]), reference_ms=reference_ms)
+          for i in range(len(calls))]
+
+
 class Backend(abc.ABC):
   """Times Keras models on one device with one runtime."""
 
@@ -104,9 +179,27 @@ class Backend(abc.ABC):
   def device(self) -> str:
     """A human-readable description of what is timed on, recorded in tables."""
 
-  @abc.abstractmethod
+  def prepare(self, model, input_shape: Sequence[int]):
+    """A call that runs `model` once on a random input of `input_shape` and blocks until done, or a
+    list of such calls (independent instances of the model, see `time_interleaved`)."""
+    raise NotImplementedError(f"The {self.config.name} backend times whole models only.")
+
+  def prepare_reference(self, model, input_shape):
+    """The reference `measure_group` pairs every model with (a prepared call, by default)."""
+    return self.prepare(model, input_shape)
+
   def measure(self, model, input_shape: Sequence[int]) -> Timing:
-    """Times `model` on a random input of `input_shape` (batch included)."""
+    """Times `model` alone on a random input of `input_shape` (batch included): min, median, spread."""
+    call = self.prepare(model, input_shape)
+    call = call[0] if isinstance(call, list) else call
+    return time_calls(call, self.config.warmup, self.config.runs)
+
+  def measure_group(self, jobs: Sequence[tuple[object, Sequence[int]]],
+                    reference) -> list[Timing]:
+    """Times (model, input shape) jobs interleaved and paired with `reference` (`prepare_reference`)."""
+    calls = [self.prepare(model, shape) for model, shape in jobs]
+    return time_interleaved(calls, reference, self.config.warmup, self.config.runs,
+                            self.config.repeats)
 
 
 def cpu_name() -> str:
@@ -150,13 +243,26 @@ class TFLiteBackend(Backend):
   def device(self) -> str:
     return f"{cpu_name()}, LiteRT XNNPACK, {self.config.threads} thread(s)"
 
-  def measure(self, model, input_shape):
+  # Interpreters of the SAME flatbuffer differ in speed by up to 5% (one by 80%) for as long as they
+  # live, as their buffers land at different addresses; `prepare` returns several and the timing loop
+  # rotates through them, so no one placement decides a model's time. The reference, which every
+  # entry of a table and every later timing is divided by, gets more.
+  INSTANCES = 3
+  REFERENCE_INSTANCES = 8
+
+  def prepare_reference(self, model, input_shape):
+    return self.prepare(model, input_shape, self.REFERENCE_INSTANCES)
+
+  def prepare(self, model, input_shape, instances=None):
     from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
-    interpreter = Interpreter(model_content=to_tflite(model, input_shape),
-                              num_threads=self.config.threads)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], _random_input(input_shape))
-    return time_calls(interpreter.invoke, self.config.warmup, self.config.runs)
+    flatbuffer = to_tflite(model, input_shape)
+    calls = []
+    for _ in range(instances or self.INSTANCES):
+      interpreter = Interpreter(model_content=flatbuffer, num_threads=self.config.threads)
+      interpreter.allocate_tensors()
+      interpreter.set_tensor(interpreter.get_input_details()[0]["index"], _random_input(input_shape))
+      calls.append(interpreter.invoke)
+    return calls
 
 
 class TFBackend(Backend):
@@ -171,12 +277,13 @@ class TFBackend(Backend):
       name = cpu_name()
     return f"{name}, TensorFlow {'XLA' if self.config.xla else 'graph'}"
 
-  def measure(self, model, input_shape):
+  def prepare(self, model, input_shape):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     call = tf.function(lambda images: model(images, training=False), jit_compile=self.config.xla)
     images = tf.constant(_random_input(input_shape))
+    call(images)  # traces (and compiles) now, outside any timing
     # `.numpy()` waits for the device; the copied logits are a few bytes.
-    return time_calls(lambda: call(images).numpy(), self.config.warmup, self.config.runs)
+    return lambda: call(images).numpy()
 
 
 class TensorRTBackend(Backend):
@@ -192,6 +299,18 @@ class TensorRTBackend(Backend):
 
   def measure(self, model, input_shape):
     return self._runtime.measure(model, input_shape, self.config.warmup, self.config.runs)
+
+  def measure_group(self, jobs, reference):
+    """CUDA-event times do not drift with CPU load: each model alone, ratio of minimums.
+
+    `reference` is the (model, input shape) pair here, as TensorRT has no host-timed call to share.
+    """
+    reference_ms = self.measure(*reference).min_ms
+    return [dataclasses.replace(t, ratio=t.min_ms / reference_ms, reference_ms=reference_ms)
+            for t in (self.measure(model, shape) for model, shape in jobs)]
+
+  def prepare_reference(self, model, input_shape):
+    return (model, input_shape)
 
 
 BACKENDS = {"tflite": TFLiteBackend, "tf": TFBackend, "tensorrt": TensorRTBackend}

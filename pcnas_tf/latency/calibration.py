@@ -1,32 +1,35 @@
 """Fitting the lookup table to end-to-end latencies: TuNAS' linear cost model.
 
 A whole network's latency is modelled as `base + sum_l cost[l][choice_l]`: one-hot (layer, op) features
-plus a constant. Summing separately timed operators misses what only the whole network shows: the
-interpreter's per-call overhead is paid once instead of once per tiny model, and caches and fusion change
-per-op costs. Least squares over measured whole architectures corrects that.
+plus a constant. Summing separately timed one-operator models misses what only the whole network shows:
+each tiny model pays the interpreter's per-call overhead, and caches and fusion change per-op costs.
+Least squares over measured whole architectures corrects that.
 
-Identifiability. With one-hot features per layer, adding c to every op of a layer and subtracting c from
-the constant leaves every prediction unchanged, so plain least squares has no unique answer; and with K
-calibration networks and F = sum of choices features it needs K > F (210 features in the small space).
-Instead the fit is a ridge regression *toward the measured table*: it minimises
-  |y - X w - b|^2 + lambda |w - w_measured|^2,
-with the constant b and one global scale of the measured op costs left unpenalised. The penalty picks
-the unique solution closest to the per-op measurements, so any K works; the scale and the constant
-capture the systematic effects (overhead, a uniform speed-up) with two numbers, and the per-op
-corrections only move where the data asks for it. Lambda is chosen by exact leave-one-out error, and
-the fit competes, on that same leave-one-out error, with two simpler models: the measured table as it
-is, and the measured table plus one constant. On a noisy machine with sub-millisecond networks the
-simpler models often predict held-out networks better, and then they are kept.
+The fit solves, with every op cost and the constant non-negative (no operator takes negative time),
+  min |W (y - b - X w)|^2 + lambda |w - (s * w_measured + t * timed)|^2
+over the op costs w, the constant b, a global scale s of the measured table and a per-op offset t (the
+overhead a one-operator model pays and a layer of a whole network does not; `timed` marks the ops that
+were timed, i.e. all but the free shape-keeping Identity). W weights each network by 1/latency, as the
+targets are relative errors. The penalty pulls the costs toward the affinely corrected measured table:
+  * it makes the answer unique (one-hot features per layer are collinear with the constant);
+  * with fewer networks than features (the small space has 210) it fills in what the data cannot say;
+  * with many networks and a small lambda it is plain least squares on whole networks, which is what
+    the macro space (24 features) gets: the measured table then only breaks ties.
+Lambda is chosen by cross-validated error, and the fit competes on that same error with two simpler
+models (the measured table as it is; the measured table plus one constant), which are kept when the data
+cannot do better. Bounded least squares is scipy's `lsq_linear`.
 """
 
 import dataclasses
 from typing import Sequence
 
 import numpy as np
+from scipy import optimize
 
-LAMBDAS = tuple(float(x) for x in np.logspace(-2, 3, 11))
+LAMBDAS = tuple(float(x) for x in np.logspace(-4, 3, 15))
 # Below this many networks the unpenalised scale and constant cannot be checked out of sample.
 MIN_NETWORKS = 4
+FOLDS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,15 +39,17 @@ class Fit:
   Attributes:
     ops_ms: per layer, the calibrated cost of each choice.
     base_ms: the calibrated fixed cost (stem, head, per-call overhead).
-    scale: the factor applied to every measured op cost before per-op corrections.
-    ridge_lambda: the penalty chosen by leave-one-out error.
-    loo_rmse_ms: that leave-one-out root-mean-square error.
+    scale: the factor applied to the measured op costs that the costs were pulled toward.
+    op_offset_ms: the offset added to each timed op's measured cost in that prior.
+    ridge_lambda: the penalty chosen by cross-validation (inf: a simpler model won).
+    cv_rmse_ms: that cross-validated root-mean-square error.
   """
   ops_ms: tuple[tuple[float, ...], ...]
   base_ms: float
   scale: float
+  op_offset_ms: float
   ridge_lambda: float
-  loo_rmse_ms: float
+  cv_rmse_ms: float
 
 
 def one_hot(paths: Sequence[Sequence[int]], num_choices: Sequence[int]) -> np.ndarray:
@@ -56,46 +61,60 @@ def one_hot(paths: Sequence[Sequence[int]], num_choices: Sequence[int]) -> np.nd
   return features
 
 
-def _ridge(design, target, penalty, ridge_lambda):
-  """Ridge solution and leave-one-out residuals (closed form through the hat matrix)."""
-  gram = design.T @ design + ridge_lambda * np.diag(penalty)
-  inverse = np.linalg.pinv(gram)
-  coefficients = inverse @ design.T @ target
-  leverage = np.einsum("ij,jk,ik->i", design, inverse, design)
-  residuals = (target - design @ coefficients) / np.clip(1.0 - leverage, 1e-9, None)
-  return coefficients, residuals
+def _solve(features, target, weights, prior, timed, ridge_lambda):
+  """Bounded ridge: returns [b, s, t, w...] (see the module docstring)."""
+  n, f = features.shape
+  data = np.column_stack([np.ones(n), np.zeros((n, 2)), features]) * weights[:, None]
+  root = np.sqrt(ridge_lambda)
+  penalty = np.column_stack([np.zeros(f), -prior, -timed, np.eye(f)]) * root
+  lower = np.concatenate([[0.0, 0.0, -np.inf], np.zeros(f)])
+  upper = np.full(f + 3, np.inf)
+  result = optimize.lsq_linear(np.vstack([data, penalty]),
+                               np.concatenate([target * weights, np.zeros(f)]), bounds=(lower, upper))
+  return result.x
+
+
+def _cv_residuals(features, target, weights, prior, timed, ridge_lambda, folds):
+  residuals = np.zeros(len(target))
+  for fold in range(folds):
+    test = np.arange(len(target)) % folds == fold
+    x = _solve(features[~test], target[~test], weights[~test], prior, timed, ridge_lambda)
+    residuals[test] = target[test] - x[0] - features[test] @ x[3:]
+  return residuals
 
 
 def fit(paths: Sequence[Sequence[int]], latencies_ms: Sequence[float],
         measured_ops_ms: Sequence[Sequence[float]], measured_base_ms: float) -> Fit:
-  """Fits calibrated costs to whole-network latencies, shrinking toward the measured table."""
+  """Fits calibrated costs to whole-network latencies (see the module docstring)."""
   num_choices = [len(layer) for layer in measured_ops_ms]
   prior = np.concatenate([np.asarray(layer, float) for layer in measured_ops_ms])
-  features = one_hot(paths, num_choices)
-  ops_sum = features @ prior
-  target = np.asarray(latencies_ms, float) - measured_base_ms - ops_sum
+  timed = (prior > 0).astype(float)
+  measured = _split(prior, num_choices), float(measured_base_ms)
   if len(paths) < MIN_NETWORKS:
-    return Fit(_split(prior, num_choices), float(measured_base_ms), 1.0, float("inf"), float("nan"))
-  design = np.column_stack([np.ones(len(paths)), ops_sum, features])
-  penalty = np.concatenate([[0.0, 0.0], np.ones(features.shape[1])])
-  # Simpler models first, so that ties keep them: the measured table (no coefficient), then a constant.
-  none = np.zeros(design.shape[1])
-  constant = none.copy()
-  constant[0] = np.mean(target)
-  n = len(paths)
-  best = min([(_rms(target), float("inf"), none),
-              (_rms((target - constant[0]) * n / (n - 1)), float("inf"), constant)],
+    return Fit(*measured, 1.0, 0.0, float("inf"), float("nan"))
+  features = one_hot(paths, num_choices)
+  target = np.asarray(latencies_ms, float)
+  weights = np.mean(target) / target
+  folds = min(len(paths), FOLDS)
+  raw = target - measured_base_ms - features @ prior
+  # Simpler models first, so that ties keep them: the measured table, then the table plus a constant.
+  fold_of = np.arange(len(target)) % folds
+  shifted = raw - np.array([np.mean(raw[fold_of != k]) for k in fold_of])
+  best = min([(_rms(raw * weights), "table"), (_rms(shifted * weights), "constant")],
              key=lambda candidate: candidate[0])
+  best = (*best, float("inf"))
   for ridge_lambda in LAMBDAS:
-    coefficients, residuals = _ridge(design, target, penalty, ridge_lambda)
-    if _rms(residuals) < best[0]:
-      best = (_rms(residuals), ridge_lambda, coefficients)
-  rmse, ridge_lambda, coefficients = best
-  scale = 1.0 + coefficients[1]
-  # Few networks for many features can push a rarely seen op below zero; no operator takes negative time.
-  ops = np.maximum(prior * scale + coefficients[2:], 0.0)
-  return Fit(_split(ops, num_choices), float(measured_base_ms + coefficients[0]), float(scale),
-             ridge_lambda, rmse)
+    residuals = _cv_residuals(features, target, weights, prior, timed, ridge_lambda, folds)
+    if _rms(residuals * weights) < best[0]:
+      best = (_rms(residuals * weights), "ridge", ridge_lambda)
+  rmse, kind, ridge_lambda = best
+  if kind == "table":
+    return Fit(*measured, 1.0, 0.0, float("inf"), rmse)
+  if kind == "constant":
+    base = max(0.0, measured_base_ms + float(np.mean(raw)))
+    return Fit(measured[0], base, 1.0, 0.0, float("inf"), rmse)
+  x = _solve(features, target, weights, prior, timed, ridge_lambda)
+  return Fit(_split(x[3:], num_choices), float(x[0]), float(x[1]), float(x[2]), ridge_lambda, rmse)
 
 
 def _rms(values) -> float:

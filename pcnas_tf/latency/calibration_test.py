@@ -74,3 +74,25 @@ def test_a_pure_overhead_is_fitted_as_one_constant():
   latencies = [_latency(p, measured, 1.0) + 0.7 for p in paths]
   fit = calibration.fit(paths, latencies, measured, 1.0)
   assert abs(fit.base_ms - 1.7) < 1e-9 and fit.scale == 1.0
+
+
+def test_enough_networks_fit_whole_network_costs_even_from_a_wrong_table():
+  rng = np.random.default_rng(5)
+  truth = [rng.uniform(0.5, 3.0, n) for n in NUM_CHOICES]
+  wrong = [rng.uniform(0.5, 3.0, n) for n in NUM_CHOICES]  # unrelated to the truth
+  train, test = _paths(rng, 40), _paths(rng, 30)
+  fit = calibration.fit(train, [_latency(p, truth, 1.0) for p in train], wrong, 0.2)
+  true = np.array([_latency(p, truth, 1.0) for p in test])
+  predicted = np.array([_latency(p, fit.ops_ms, fit.base_ms) for p in test])
+  assert np.max(np.abs(predicted - true) / true) < 0.01
+
+
+def test_costs_and_constant_are_never_negative():
+  rng = np.random.default_rng(6)
+  measured = [rng.uniform(0.5, 3.0, n) for n in NUM_CHOICES]
+  paths = _paths(rng, 8)
+  # Whole networks far cheaper than the summed table: an unbounded fit would go below zero.
+  latencies = [0.1 * _latency(p, measured, 0.0) - 1.0 + rng.uniform(0, 0.05) for p in paths]
+  latencies = np.maximum(latencies, 0.05)
+  fit = calibration.fit(paths, latencies, measured, 1.0)
+  assert min(min(layer) for layer in fit.ops_ms) >= 0 and fit.base_ms >= 0

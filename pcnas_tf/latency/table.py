@@ -8,7 +8,14 @@ Building a table times, on one backend:
 then fits the per-op table to the whole-network latencies (`calibration.fit`). Both the measured and the
 calibrated tables are kept.
 
-The file is the build's state: after every measurement it is rewritten atomically (temp file, then
+Models are timed in groups of `GROUP`, interleaved and paired with one fixed reference network (the
+space's `reference_arch`), by `Backend.measure_group`: on a shared machine that is what makes timings
+repeat (see backends.py). With the default `ratio` estimator every entry is a ratio to the reference
+times one unit, `reference_ms` (kept in the file): the median over the calibration networks of their
+own fastest time / their ratio, so that ratios become milliseconds of this machine. All entries, and
+whole networks timed later against the same reference, are in that one unit.
+
+The file is the build's state: after every group it is rewritten atomically (temp file, then
 `os.replace`), so an interrupted build resumes with what it already measured.
 """
 
@@ -26,7 +33,11 @@ from pcnas_tf import errors
 from pcnas_tf.latency import backends as backends_lib
 from pcnas_tf.latency import calibration
 
-FORMAT = "pcnas_tf.latency_table/1"
+# /2: paired `ratio` timings, `reference_ms`, the calibration's per-op offset. Older files are not
+# read (their cache key differs too, so the search rebuilds them).
+FORMAT = "pcnas_tf.latency_table/2"
+# Models timed together, interleaved (bounded so that a few hundred MB of interpreters is the most held).
+GROUP = 16
 # A table built with different values here measures something else: loading it is an error.
 IDENTITY_FIELDS = ("backend", "settings", "batch", "resolution", "channels", "num_classes", "space",
                    "width", "space_fingerprint")
@@ -84,7 +95,9 @@ class LatencyTable:
     choices: per layer, the operator names (the order of the cost lists).
     measured_ops_ms, measured_base_ms: the raw per-op table; base = stem (+ first op) + head.
     ops_ms, base_ms: the calibrated table (equal to the measured one without calibration networks).
-    calibration: the fit's scale, lambda and leave-one-out error, and the networks it used.
+    calibration: the fit's scale, per-op offset, lambda and cross-validated error, and the networks
+      it used.
+    reference_arch, reference_ms: the network every timing was paired with, and its latency.
   """
 
   def __init__(self, data: dict):
@@ -96,6 +109,9 @@ class LatencyTable:
     self.ops_ms = _nested(data["calibrated"]["ops_ms"])
     self.base_ms = float(data["calibrated"]["base_ms"])
     self.calibration = data["calibrated"]
+    self.reference_arch = data.get("reference_arch")
+    reference_ms = data.get("reference_ms")
+    self.reference_ms = None if reference_ms is None else float(reference_ms)
 
   def costs(self, calibrated: bool = True) -> tuple[tuple[tuple[float, ...], ...], float]:
     """(ops_ms, base_ms) of the calibrated or the measured table."""
@@ -135,6 +151,10 @@ def _read(path: str) -> dict:
     raise TableError(f"Cannot read latency table {path}: {error.strerror}.") from error
   except (json.JSONDecodeError, UnicodeDecodeError) as error:
     raise TableError(f"Latency table {path} is corrupt (not valid JSON: {error}).") from error
+  found = data.get("format") if isinstance(data, dict) else None
+  if isinstance(found, str) and found.startswith(FORMAT.split("/")[0] + "/") and found != FORMAT:
+    raise TableError(f"Latency table {path} has the older format {found!r}, not {FORMAT!r}; delete it "
+                     f"to rebuild.")
   if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(
       data.get("metadata"), dict) or not isinstance(data.get("measurements", {}), dict):
     raise TableError(f"Latency table {path} is corrupt: it is not a {FORMAT} file.")
@@ -190,6 +210,18 @@ def _head_shape(space, resolution):
   height, width = cost.layer_input_sizes(space, resolution)[-1]
   stride = space.layers[-1].stride
   return (-(-height // stride), -(-width // stride), space.layers[-1].channels)
+
+
+def reference_arch(space) -> str:
+  """The network every timing is paired with: each layer at its middle choice (a mid-sized network)."""
+  return space.arch_to_string(space.arch_from_indices([len(l.choices) // 2 for l in space.layers]))
+
+
+def reference_model(space, metadata):
+  from pcnas_tf import model as model_lib  # pylint: disable=g-import-not-at-top
+  image = (*metadata["resolution"], metadata["channels"])
+  return model_lib.build_model(space.parse_arch(reference_arch(space)), space, image,
+                               metadata["num_classes"])
 
 
 def random_archs(space, n: int, seed: int, exclude: Sequence[str] = ()) -> list[str]:
@@ -273,20 +305,29 @@ def _measure_missing(state, space, backend, output, progress) -> None:
   batch = state["metadata"]["batch"]
   jobs = _jobs(space, state["metadata"], state["calibration_archs"])
   todo = [job for job in jobs if job[0] not in state["measurements"]]
+  if not todo:
+    return
+  image = (batch, *state["metadata"]["resolution"], state["metadata"]["channels"])
+  reference = backend.prepare_reference(reference_model(space, state["metadata"]), image)
   with tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not progress,
             desc=f"latency table ({state['metadata']['backend']})", unit="model") as bar:
-    for key, shape, factory in todo:
-      timing = backend.measure(factory(), (batch, *shape))
-      state["measurements"][key] = vars(timing)
+    for start in range(0, len(todo), GROUP):
+      group = todo[start:start + GROUP]
+      timings = backend.measure_group([(factory(), (batch, *shape)) for _, shape, factory in group],
+                                      reference)
+      for (key, _, _), timing in zip(group, timings):
+        state["measurements"][key] = vars(timing)
       _write_atomic(output, state)
       keras.backend.clear_session()  # the models are throw-away; keep graph memory flat
-      bar.update(1)
+      bar.update(len(group))
 
 
 def _finish(state, space) -> None:
   """Turns the measurements into the measured and calibrated tables."""
   metadata, measured = state["metadata"], state["measurements"]
-  value = lambda key: backends_lib.Timing(**measured[key]).value(metadata["settings"]["estimator"])
+  reference_ms = _reference_ms(measured)
+  value = lambda key: backends_lib.Timing(**measured[key]).value(metadata["settings"]["estimator"],
+                                                                   reference_ms)
   probes = _op_probes(space, tuple(metadata["resolution"]))
   ops_ms = [[value(key) if factory is not None else 0.0 for key, _, factory in row] for row in probes]
   base_ms = value("stem") + value("head")
@@ -294,11 +335,29 @@ def _finish(state, space) -> None:
   fit = calibration.fit([space.indices(space.parse_arch(a)) for a in archs],
                         [value(f"arch/{a}") for a in archs], ops_ms, base_ms)
   state["choices"] = [list(layer.choices) for layer in space.layers]
+  state["reference_arch"] = reference_arch(space)
+  state["reference_ms"] = _finite_or_none(reference_ms)
   state["measured"] = {"ops_ms": ops_ms, "base_ms": base_ms}
   state["calibrated"] = {"ops_ms": [list(r) for r in fit.ops_ms], "base_ms": fit.base_ms,
-                         "scale": fit.scale, "ridge_lambda": _finite_or_none(fit.ridge_lambda),
-                         "loo_rmse_ms": _finite_or_none(fit.loo_rmse_ms), "networks": len(archs)}
+                         "scale": fit.scale, "op_offset_ms": fit.op_offset_ms,
+                         "ridge_lambda": _finite_or_none(fit.ridge_lambda),
+                         "cv_rmse_ms": _finite_or_none(fit.cv_rmse_ms), "networks": len(archs)}
   state["complete"] = True
+
+
+def _reference_ms(measured) -> float:
+  """The reference's latency: the unit that turns every `ratio` into milliseconds.
+
+  The median over the build's whole networks (every model when there are none) of their own fastest
+  time / their ratio. Each network's own minimum over its spread-out rounds repeated within 1% between
+  builds here, while the reference's own minimum moved by 30% with where its interpreters were placed
+  in memory; the median over many networks is the steadier anchor for absolute milliseconds.
+  """
+  paired = {key: m for key, m in measured.items() if m.get("ratio")}
+  if not paired:
+    return float("nan")
+  networks = [m for key, m in paired.items() if key.startswith("arch/")] or list(paired.values())
+  return float(np.median([m["min_ms"] / m["ratio"] for m in networks]))
 
 
 def _finite_or_none(value):
@@ -306,7 +365,8 @@ def _finite_or_none(value):
 
 
 def cache_key(metadata: dict) -> str:
-  blob = json.dumps({field: metadata[field] for field in CACHE_FIELDS}, sort_keys=True).encode()
+  blob = json.dumps({"format": FORMAT, **{field: metadata[field] for field in CACHE_FIELDS}},
+                    sort_keys=True).encode()
   return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from pcnas_tf import errors
@@ -40,6 +41,15 @@ class FakeBackend(backends.Backend):
     latency = model.count_params() / 1000 + OVERHEAD_MS
     return backends.Timing(latency, latency * 1.1, 0.1, 3)
 
+  def prepare_reference(self, model, input_shape):
+    return model.count_params() / 1000 + OVERHEAD_MS
+
+  def measure_group(self, jobs, reference):
+    """Like the real one: ratio to the reference, whose own minimum here is 20% off (placement)."""
+    timings = [self.measure(model, shape) for model, shape in jobs]
+    return [backends.Timing(t.min_ms, t.median_ms, t.spread_ms, t.runs, t.min_ms / reference,
+                            reference * 1.2) for t in timings]
+
 
 def _build(path, backend=None, **overrides):
   return table_lib.build_table(SPACE, CONFIG, output=str(path), backend=backend or FakeBackend(),
@@ -72,7 +82,20 @@ def test_calibration_removes_the_per_model_overhead(built):
   assert abs(constraint.predict(arch, table) - truth) < 0.1 * raw_error
 
 
-def test_interrupted_build_resumes_without_remeasuring(tmp_path, built):
+def test_entries_are_ratios_in_the_unit_of_the_networks_own_minimum(built):
+  path, table = built
+  data = json.loads(path.read_text())
+  assert table.reference_arch == "11" and data["format"] == table_lib.FORMAT
+  # The unit comes from the networks' own minimum, not from the reference's (20% off in the fake).
+  arch = data["measurements"][f"arch/{data['calibration_archs'][0]}"]
+  assert table.reference_ms == pytest.approx(arch["min_ms"] / arch["ratio"])
+  assert table.reference_ms == pytest.approx(arch["reference_ms"] / 1.2)
+  stem = data["measurements"]["stem"]
+  assert table.measured_base_ms > stem["ratio"] * table.reference_ms > 0  # stem + head
+
+
+def test_interrupted_build_resumes_without_remeasuring(tmp_path, built, monkeypatch):
+  monkeypatch.setattr(table_lib, "GROUP", 2)  # one file write per two models
   _, reference = built
   path = tmp_path / "tiny.json"
   with pytest.raises(KeyboardInterrupt):
@@ -83,7 +106,7 @@ def test_interrupted_build_resumes_without_remeasuring(tmp_path, built):
   resumed = FakeBackend()
   table = _build(path, resumed)
   assert resumed.calls == FakeBackend().calls + len(json.loads(path.read_text())["measurements"]) - 4
-  assert table.ops_ms == reference.ops_ms
+  assert np.allclose(sum(table.ops_ms, ()), sum(reference.ops_ms, ()), atol=1e-9)
 
 
 def test_loading_a_table_for_another_batch_names_the_field(built):
@@ -106,6 +129,15 @@ def test_corrupt_files_are_user_errors(tmp_path, content):
   path.write_text(content)
   with pytest.raises(table_lib.TableError, match="corrupt"):
     table_lib.load_table(str(path))
+
+
+def test_a_table_of_the_old_format_is_refused_by_name(tmp_path, built):
+  path, _ = built
+  data = json.loads(path.read_text())
+  old = tmp_path / "old.json"
+  old.write_text(json.dumps({**data, "format": "pcnas_tf.latency_table/1"}))
+  with pytest.raises(table_lib.TableError, match="older format 'pcnas_tf.latency_table/1'"):
+    table_lib.load_table(str(old))
 
 
 def test_cache_reuses_a_matching_table(tmp_path):
