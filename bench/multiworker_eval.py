@@ -40,6 +40,7 @@ def _same_pool(result, reference):
 
 def run(root) -> dict:
   """Runs the four searches under `root`, prints a line each, and returns the figures."""
+  os.makedirs(root, exist_ok=True)
   config = _config(root)
   start = time.monotonic()
   reference = search_lib.run_search(config, os.path.join(root, "local"), progress=False)
