@@ -151,11 +151,7 @@ def load_interval_weights(work_dir, interval, supergraph, timeout=60.0):
                              f"search's work directory, on a file system the chief shares?")
     time.sleep(0.5)
   arrays, _ = checkpoint.load(path)
-  if len(arrays) != len(supergraph.variables):
-    raise errors.UserError(f"{path!r} holds {len(arrays)} arrays, the supergraph of this search "
-                           f"{len(supergraph.variables)}; the worker runs another version of pcnas_tf.")
-  for variable, value in zip(supergraph.variables, arrays):
-    variable.assign(value)
+  supergraph.assign_arrays(arrays, path)  # a clear error if the worker runs another pcnas_tf version
 
 
 def _weights_path(work_dir, interval):
