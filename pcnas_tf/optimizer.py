@@ -10,6 +10,7 @@ momentum slots and their decay are left bit-identical, with no branching.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from pcnas_tf import supergraph as supergraph_lib
@@ -37,6 +38,11 @@ class PathSGD:
     self.mixops = list(supergraph.mixops)
     self.slots = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="momentum")
                   for v in self.variables]
+    # Which packed weights are kernels, as variables rather than graph constants: a constant the size of
+    # every candidate's weights would be copied into the traced graph. float16 halves their memory; they
+    # are derived from the layout, so checkpoints do not hold them.
+    self.decay_masks = [tf.Variable(mixop.decay_mask.astype(np.float16), trainable=False,
+                                    name="decay_mask") for mixop in self.mixops]
 
   @property
   def variables(self):
@@ -66,7 +72,7 @@ class PathSGD:
       part = lambda flat: flat[start:stop]  # pylint: disable=cell-var-from-loop
       new_variable, new_slot = self._rule(
           part(tf.convert_to_tensor(variable)), part(gradient), part(tf.convert_to_tensor(slot)),
-          part(tf.constant(mixop.decay_mask)), learning_rate)
+          tf.cast(part(tf.convert_to_tensor(self.decay_masks[index])), tf.float32), learning_rate)
       _assign_slice(slot, start, stop, new_slot)
       _assign_slice(variable, start, stop, new_variable)
     self.iterations.assign_add(1)

@@ -81,6 +81,11 @@ def test_candidate_weights_follow_the_template_layout():
     trainable, statistics = mixop.candidate_weights(choice)
     assert [a.shape for a in trainable] == [tuple(v.shape) for v in template.trainable_variables]
     assert [a.shape for a in statistics] == [tuple(v.shape) for v in template.non_trainable_variables]
+  # Weight decay covers exactly the kernels' entries of the packed weights, in PathSGD as in the mixop.
+  kernels = sum(int(np.prod(v.shape)) for op in mixop.candidates for v in op.trainable_variables
+                if v.name in ("kernel", "depthwise_kernel"))
+  assert kernels and mixop.decay_mask.sum() == kernels < mixop.decay_mask.size
+  np.testing.assert_array_equal(trainer.optimizer.decay_masks[0].numpy(), mixop.decay_mask)
   # Templates are not the supergraph's state: checkpoints hold the packed variables only.
   template_ids = {id(v) for op in mixop.candidates for v in op.variables}
   assert not template_ids & {id(v) for v in trainer.supergraph.variables}
