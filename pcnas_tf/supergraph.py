@@ -14,6 +14,8 @@ Measured on this CPU (small space, width 0.35, 64x64, batch 32, 1 thread): with 
 1.03-1.09x. What remains of the overhead is the lowered switch_case: the unselected candidates' nodes
 are still scheduled, as dead nodes, every step. The candidate layers are templates: built once for their shapes and initial values, then
 kept out of the supergraph's variables (`candidates`), so checkpoints hold exactly the packed state.
+Their own variables stay allocated, unused: the weights are held twice in memory, a cost we accept for
+running the same operator code as the stand-alone models.
 """
 
 import functools
