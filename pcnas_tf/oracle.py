@@ -232,6 +232,16 @@ class PCNASOracle(keras_tuner.Oracle):
     return self.get_state(), {tid: t.get_state() for tid, t in self.trials.items()}
 
 
+def report(oracle, trial, metrics) -> None:
+  """Reports a scored trial: its `metrics` (potentials), then its end, as keras-tuner's protocol has it.
+
+  `oracle` is a `PCNASOracle` or a keras-tuner `OracleClient` of one (the same two calls).
+  """
+  oracle.update_trial(trial.trial_id, metrics)
+  trial.status = "COMPLETED"
+  oracle.end_trial(trial)
+
+
 def member_of(values) -> tuple:
   """The pool member a trial extends, from its hyperparameter values."""
   return tuple(int(values[mixop_name(index)]) for index in range(int(values[EXTEND])))

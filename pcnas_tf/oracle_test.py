@@ -31,9 +31,7 @@ def _run_interval(oracle, score=_score, stop_after=None):
     metrics = {oracle_lib.potential_name(c): score(member + (c,))
                for c in range(NUM_CHOICES[len(member)])}
     metrics["potential"] = max(metrics.values())
-    oracle.update_trial(trial.trial_id, metrics)
-    trial.status = "COMPLETED"
-    oracle.end_trial(trial)
+    oracle_lib.report(oracle, trial, metrics)
     trials += 1
   return trials
 

@@ -67,9 +67,7 @@ def _local_oracle(directory):
 
 def _score_locally(oracle, evaluator):
   while (trial := oracle.create_trial("chief")).status == "RUNNING":
-    oracle.update_trial(trial.trial_id, remote_eval.trial_metrics(evaluator, trial.hyperparameters.values))
-    trial.status = "COMPLETED"
-    oracle.end_trial(trial)
+    oracle_lib.report(oracle, trial, remote_eval.trial_metrics(evaluator, trial.hyperparameters.values))
 
 
 def _open_interval(oracle, work_dir):
@@ -122,9 +120,7 @@ def test_a_trial_held_past_its_lease_goes_to_the_next_worker_and_the_late_report
   evaluator = _Evaluator()
   for client, trial, bonus in ((alive, again, 0.0), (hung, taken, 1.0)):
     metrics = remote_eval.trial_metrics(evaluator, trial.hyperparameters.values)
-    client.update_trial(trial.trial_id, {k: v + bonus for k, v in metrics.items()})
-    trial.status = "COMPLETED"
-    client.end_trial(trial)
+    oracle_lib.report(client, trial, {k: v + bonus for k, v in metrics.items()})
   assert oracle.late_reports == 1 and oracle.end_order == [taken.trial_id]
   first = remote_eval.trial_metrics(_Evaluator(), taken.hyperparameters.values)
   assert oracle.history[0]["potentials"] == [first[oracle_lib.potential_name(c)] for c in range(3)]
@@ -140,9 +136,7 @@ def test_the_first_report_counts_even_from_a_worker_whose_lease_ended(served):
   rerun = other.create_trial("worker1")
   assert rerun.trial_id == trial.trial_id  # the lease ended: handed out again
   for client, held in ((slow, trial), (other, rerun)):
-    client.update_trial(held.trial_id, remote_eval.trial_metrics(_Evaluator(), held.hyperparameters.values))
-    held.status = "COMPLETED"
-    client.end_trial(held)
+    oracle_lib.report(client, held, remote_eval.trial_metrics(_Evaluator(), held.hyperparameters.values))
   assert len(oracle.history) == 1 and oracle.late_reports == 1 and not oracle.ongoing_trials
 
 

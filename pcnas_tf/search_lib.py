@@ -265,10 +265,8 @@ class Search:
       trial = self.oracle.create_trial(remote_eval.CHIEF)
       if trial.status != "RUNNING":
         break
-      self.oracle.update_trial(trial.trial_id,
-                               remote_eval.trial_metrics(evaluator, trial.hyperparameters.values))
-      trial.status = "COMPLETED"
-      self.oracle.end_trial(trial)
+      oracle_lib.report(self.oracle, trial,
+                        remote_eval.trial_metrics(evaluator, trial.hyperparameters.values))
       bar.update(1)
       self._save()
 
