@@ -72,6 +72,14 @@ def test_step_changes_only_the_selected_path():
                                mixop.statistic_offsets) == {path[index]}, statistics.path
   shared = {v.path for layer in trainer.supergraph.shared_layers() for v in layer.trainable_variables}
   assert shared and all(not np.array_equal(before[p], after[p]) for p in shared)
+  # The zero padding that ends each candidate's rows stays zero: it is in no candidate's layer.
+  for mixop in trainer.supergraph.mixops:
+    for variable, values, offsets in ((mixop.packed_weights, 0, mixop.weight_offsets),
+                                      (mixop.packed_statistics, 1, mixop.statistic_offsets)):
+      for choice in range(len(mixop.candidates)):
+        rows = variable.numpy()[offsets[choice]:offsets[choice + 1]]
+        held = mixop.candidate_weights(choice)[values]
+        assert np.count_nonzero(rows) == sum(np.count_nonzero(a) for a in held), (variable.path, choice)
 
 
 def test_candidate_weights_follow_the_template_layout():
