@@ -5,9 +5,9 @@
 For random architectures of the small space at a CPU-sized width and resolution, times the supergraph's
 train step (PathSGD, one traced graph for every path) and its forward pass against the stand-alone Keras
 model of the same architecture trained by `keras.optimizers.SGD` (nesterov, same batch), measured side
-by side, alternating call by call, and reports the minimum of repeated runs (the stable estimator on this shared
-VM). Prints a table, then one JSON line. Targets: train_step_ratio <= 1.05, forward_ratio <= 1.05,
-traces == 1.
+by side, alternating call by call: each round's supergraph/stand-alone ratio, median over rounds (the
+stable estimator on this shared VM), then the median over paths. Prints a table (median times), then
+one JSON line. Targets: train_step_ratio <= 1.05, forward_ratio <= 1.05, traces == 1.
 """
 
 import argparse
@@ -46,16 +46,17 @@ def _standalone_steps(model, batch_size):
   return train_step, forward
 
 
-def _min_times(fns, repeats):
-  """The minimum time of each of `fns`, called in turn (A B C D A B C D ...) so that load changes on a
-  shared machine fall on all of them alike."""
-  best = [float("inf")] * len(fns)
-  for _ in range(repeats):
-    for index, fn in enumerate(fns):
+def _round_times(fns, repeats):
+  """Times of each of `fns` in each of `repeats` rounds, called in turn (A B C D, then D C B A, ...) so
+  that load changes on a shared machine fall on all of them alike: an array [repeats, len(fns)]."""
+  times = np.zeros((repeats, len(fns)))
+  for round_ in range(repeats):
+    order = range(len(fns)) if round_ % 2 == 0 else reversed(range(len(fns)))
+    for index in order:
       start = time.perf_counter()
-      np.asarray(fn())  # wait for the result
-      best[index] = min(best[index], time.perf_counter() - start)
-  return best
+      np.asarray(fns[index]())  # wait for the result
+      times[round_, index] = time.perf_counter() - start
+  return times
 
 
 def main():
@@ -93,13 +94,18 @@ def main():
     for _ in range(2):  # warm up both (and trace the stand-alone steps)
       trainer.train_step(iterator, path), alone_train(images, labels), alone_forward(images)
       trainer.evaluate(images, labels, path_tensor)
-    sg_train, sa_train, sg_fwd, sa_fwd = _min_times(
+    times = _round_times(
         [lambda: trainer.train_step(iterator, path)[0], lambda: alone_train(images, labels),
          lambda: trainer.evaluate(images, labels, path_tensor), lambda: alone_forward(images)],
         repeats)
-    rows.append((sg_train / sa_train, sg_fwd / sa_fwd))
+    # The ratio of each round's adjacent calls, then the median over rounds: the machine's speed
+    # drifts between rounds, much less within one (the minimum of each column, the older estimator,
+    # swung by +-10% between runs here).
+    train_ratio, forward_ratio = (float(np.median(times[:, a] / times[:, b])) for a, b in ((0, 1), (2, 3)))
+    sg_train, sa_train, sg_fwd, sa_fwd = np.median(times, axis=0)
+    rows.append((train_ratio, forward_ratio))
     print(f"{space.arch_to_string(arch):>24} {sg_train * 1e3:12.1f} {sa_train * 1e3:15.1f} "
-          f"{sg_train / sa_train:6.3f} {sg_fwd * 1e3:10.1f} {sa_fwd * 1e3:13.1f} {sg_fwd / sa_fwd:6.3f}")
+          f"{train_ratio:6.3f} {sg_fwd * 1e3:10.1f} {sa_fwd * 1e3:13.1f} {forward_ratio:6.3f}")
   train_ratio = float(np.median([r[0] for r in rows]))
   forward_ratio = float(np.median([r[1] for r in rows]))
   # trace_count counts the train-step trace and the eval-step trace.
@@ -107,7 +113,7 @@ def main():
                     "traces": trainer.trace_count - 1, "paths": paths, "space": "small",
                     "width": args.width, "resolution": args.resolution, "batch": args.batch,
                     "threads": args.threads,
-                    "estimator": f"min of {repeats}"}))
+                    "estimator": f"median of {repeats} paired ratios"}))
 
 
 if __name__ == "__main__":

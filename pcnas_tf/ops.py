@@ -39,6 +39,11 @@ def _bn(name=None):
   return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
+def moving_average(average, value):
+  """The BN moving average's update with this batch's `value` (Keras' rule, `BN_MOMENTUM`)."""
+  return BN_MOMENTUM * average + (1.0 - BN_MOMENTUM) * value
+
+
 def _activation(kind):
   return keras.layers.ReLU(max_value=6.0 if kind == "relu6" else None)
 
@@ -58,6 +63,9 @@ class ConvBN(keras.layers.Layer):
       self.conv = _conv(filters, kernel, strides, name="conv")
     self.bn = _bn(name="bn")
     self.act = _activation(activation) if activation else None
+    # When True, training assigns this batch's statistics to the moving ones and the caller takes the
+    # moving average: the supergraph does it once per mixop, outside its branches (`MixOp`).
+    self.raw_statistics = False
 
   def build(self, input_shape):
     # Explicit builds create every sub-layer's variables, so `keras.saving.load_model` can restore them.
@@ -81,11 +89,14 @@ class ConvBN(keras.layers.Layer):
           x=x, scale=bn.gamma, offset=bn.beta, mean=empty, variance=empty, epsilon=bn.epsilon,
           is_training=True)
       if not batch_stats:
-        # Keras' moving average of the biased batch variance; the fused op returns the unbiased one.
-        count = tf.cast(tf.size(x) // tf.shape(x)[-1], variance.dtype)
-        variance = variance * (count - 1.0) / count
-        bn.moving_mean.assign(bn.momentum * bn.moving_mean + (1.0 - bn.momentum) * mean)
-        bn.moving_variance.assign(bn.momentum * bn.moving_variance + (1.0 - bn.momentum) * variance)
+        # The moving variance averages the op's unbiased batch variance, as TF1's fused batch norm
+        # and PyTorch do (Keras averages the biased one: a factor (n-1)/n, n = images x pixels).
+        if self.raw_statistics:
+          bn.moving_mean.assign(mean)
+          bn.moving_variance.assign(variance)
+        else:
+          bn.moving_mean.assign(moving_average(bn.moving_mean, mean))
+          bn.moving_variance.assign(moving_average(bn.moving_variance, variance))
     else:
       y = tf.raw_ops.FusedBatchNormV3(
           x=x, scale=bn.gamma, offset=bn.beta, mean=bn.moving_mean, variance=bn.moving_variance,

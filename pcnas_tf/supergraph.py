@@ -81,7 +81,9 @@ class _Layout:
       return []
     padding = int(self.offsets[index + 1] - self.offsets[index]) * ROW - sum(sizes)
     pieces = tf.split(tf.reshape(part, [-1]), sizes + [padding])
-    return [tf.reshape(piece, shape) for piece, shape in zip(pieces, self.shapes[index])]
+    # 1-D pieces (BN's per-channel vectors) already have their shape: no Reshape node for them.
+    return [piece if len(shape) == 1 else tf.reshape(piece, shape)
+            for piece, shape in zip(pieces, self.shapes[index])]
 
   def repack(self, tensors, index):
     """Inverse of `unpack`: candidate `index`'s `tensors` as its rows."""
@@ -139,6 +141,12 @@ class MixOp(keras.layers.Layer):
 
   def pack(self):
     """Creates the packed variables from the built candidates' current values."""
+    for op in self.candidates:
+      for layer in op._flatten_layers():  # pylint: disable=protected-access
+        if isinstance(layer, ops.ConvBN):
+          # Branches return the batch's statistics; `call` averages them into the moving ones for
+          # every candidate at once (one update per mixop instead of ten nodes per BN per branch).
+          layer.raw_statistics = True
     trainable = [op.trainable_variables for op in self.candidates]
     statistics = [op.non_trainable_variables for op in self.candidates]
     self._weights_layout, self._statistics_layout = _Layout(trainable), _Layout(statistics)
@@ -176,8 +184,9 @@ class MixOp(keras.layers.Layer):
     outputs = branches[0]() if len(branches) == 1 else tf.switch_case(choice, branches)
     if not update:
       return outputs
-    y, new_statistics = outputs
-    assign_slice(self.packed_statistics, start, stop, new_statistics)
+    y, batch_statistics = outputs
+    assign_slice(self.packed_statistics, start, stop,
+                 ops.moving_average(statistics, batch_statistics))
     return y
 
   def _branch(self, index, x, weights, statistics, training, batch_stats, update):

@@ -80,7 +80,8 @@ class SupergraphTrainer:
       logits = self.supergraph(images, path, training=True, path_weights=path_weights)
       per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
       loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
-    gradients = tape.gradient(loss, self.optimizer.shared_variables + path_weights)
+    gradients = tape.gradient(loss, self.optimizer.shared_variables + path_weights,
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
     gradients = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, gradients)
     self.optimizer.apply(gradients, path)
     return loss, _correct(labels, logits)
