@@ -39,13 +39,42 @@ def _bn(name=None):
   return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
-def moving_average(average, value):
-  """The BN moving average's update with this batch's `value` (Keras' rule, `BN_MOMENTUM`)."""
-  return BN_MOMENTUM * average + (1.0 - BN_MOMENTUM) * value
-
-
 def _activation(kind):
   return keras.layers.ReLU(max_value=6.0 if kind == "relu6" else None)
+
+
+def activate(x, kind):
+  """The activation `kind` (`relu`, `relu6` or None) of `x`, as `_activation`'s layer computes it."""
+  if kind is None:
+    return x
+  return tf.nn.relu6(x) if kind == "relu6" else tf.nn.relu(x)
+
+
+def batch_norm(x, gamma, beta, moving_mean, moving_variance, training, batch_stats=False):
+  """Batch normalisation of `x`: (y, batch mean, batch variance), the last two None unless training.
+
+  TensorFlow's fused op, not Keras' layer (moments + normalise: ~40 graph nodes with the gradient,
+  against 2): in the supergraph, graph nodes are step time. `batch_stats`: normalise with this
+  batch's statistics and return no statistics to average (potential evaluation's mode). The variance
+  returned is the biased one, which Keras averages into the moving variance.
+  """
+  if training or batch_stats:
+    empty = tf.constant([], x.dtype)  # the op's contract when training without its own average
+    y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+        x=x, scale=gamma, offset=beta, mean=empty, variance=empty, epsilon=BN_EPSILON, is_training=True)
+    if batch_stats:
+      return y, None, None
+    # The fused op returns the unbiased variance (n - 1 denominator); Keras averages the biased one.
+    count = tf.cast(tf.size(x) // tf.shape(x)[-1], variance.dtype)
+    return y, mean, variance * (count - 1.0) / count
+  y = tf.raw_ops.FusedBatchNormV3(x=x, scale=gamma, offset=beta, mean=moving_mean,
+                                  variance=moving_variance, epsilon=BN_EPSILON, is_training=False)[0]
+  return y, None, None
+
+
+def moving_average(average, value):
+  """Keras' BN moving-average update of `average` with a batch's `value` (momentum `BN_MOMENTUM`)."""
+  return BN_MOMENTUM * average + (1.0 - BN_MOMENTUM) * value
 
 
 @keras.saving.register_keras_serializable(package="pcnas_tf")
@@ -62,10 +91,6 @@ class ConvBN(keras.layers.Layer):
     else:
       self.conv = _conv(filters, kernel, strides, name="conv")
     self.bn = _bn(name="bn")
-    self.act = _activation(activation) if activation else None
-    # When True, training assigns this batch's statistics to the moving ones and the caller takes the
-    # moving average: the supergraph does it once per mixop, outside its branches (`MixOp`).
-    self.raw_statistics = False
 
   def build(self, input_shape):
     # Explicit builds create every sub-layer's variables, so `keras.saving.load_model` can restore them.
@@ -76,32 +101,13 @@ class ConvBN(keras.layers.Layer):
     return self.conv.compute_output_shape(input_shape)
 
   def call(self, x, training=False, batch_stats=False):
-    x = self.conv(x)
-    # TensorFlow's fused batch norm, not Keras' (moments + normalise: ~40 graph nodes with the
-    # gradient, against 2). In the supergraph every candidate's nodes are in the graph and the
-    # unselected ones are still scheduled (as dead nodes) each step, so node count is step time.
-    # batch_stats: normalise with this batch's statistics but leave the moving averages untouched,
-    # what potential evaluation needs.
     bn = self.bn
-    if training or batch_stats:
-      empty = tf.constant([], x.dtype)  # the op's contract when training without its own average
-      y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
-          x=x, scale=bn.gamma, offset=bn.beta, mean=empty, variance=empty, epsilon=bn.epsilon,
-          is_training=True)
-      if not batch_stats:
-        # The moving variance averages the op's unbiased batch variance, as TF1's fused batch norm
-        # and PyTorch do (Keras averages the biased one: a factor (n-1)/n, n = images x pixels).
-        if self.raw_statistics:
-          bn.moving_mean.assign(mean)
-          bn.moving_variance.assign(variance)
-        else:
-          bn.moving_mean.assign(moving_average(bn.moving_mean, mean))
-          bn.moving_variance.assign(moving_average(bn.moving_variance, variance))
-    else:
-      y = tf.raw_ops.FusedBatchNormV3(
-          x=x, scale=bn.gamma, offset=bn.beta, mean=bn.moving_mean, variance=bn.moving_variance,
-          epsilon=bn.epsilon, is_training=False)[0]
-    return self.act(y) if self.act is not None else y
+    y, mean, variance = batch_norm(self.conv(x), bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance,
+                                   training, batch_stats)
+    if mean is not None:
+      bn.moving_mean.assign(moving_average(bn.moving_mean, mean))
+      bn.moving_variance.assign(moving_average(bn.moving_variance, variance))
+    return activate(y, self.activation)
 
   def get_config(self):
     return {**super().get_config(), "filters": self.filters, "kernel": self.kernel,

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pcnas_tf import supergraph as supergraph_lib
+from pcnas_tf import mixop as mixop_lib
 
 
 class PathSGD:
@@ -66,7 +66,7 @@ class PathSGD:
     learning_rate = self.current_learning_rate()
     shared = len(self.shared_variables)
     for variable, gradient, slot in zip(self.shared_variables, gradients, self.slots):
-      decay = 1.0 if supergraph_lib.is_decayed(variable) else 0.0
+      decay = 1.0 if mixop_lib.is_decayed(variable) else 0.0
       new_variable, new_slot = self._rule(variable, gradient, slot, decay, learning_rate)
       slot.assign(new_slot)
       variable.assign(new_variable)
@@ -76,12 +76,12 @@ class PathSGD:
         continue
       variable, slot = mixop.packed_weights, self.slots[shared + index]
       start, stop = mixop.weight_bounds(path[index])
-      read = lambda v: supergraph_lib.read_slice(v, start, stop)  # pylint: disable=cell-var-from-loop
+      read = lambda v: mixop_lib.read_slice(v, start, stop)  # pylint: disable=cell-var-from-loop
       new_variable, new_slot = self._rule(
           read(variable), gradient, read(slot), tf.cast(read(self.decay_masks[index]), tf.float32),
           learning_rate)
-      supergraph_lib.assign_slice(slot, start, stop, new_slot)
-      supergraph_lib.assign_slice(variable, start, stop, new_variable)
+      mixop_lib.assign_slice(slot, start, stop, new_slot)
+      mixop_lib.assign_slice(variable, start, stop, new_variable)
     self.iterations.assign_add(1)
 
   def _rule(self, variable, gradient, slot, decay, learning_rate):

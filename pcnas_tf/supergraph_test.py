@@ -5,7 +5,9 @@ import pytest
 import tensorflow as tf
 
 from pcnas_tf import errors
+from pcnas_tf import mixop as mixop_lib
 from pcnas_tf import model as model_lib
+from pcnas_tf import ops
 from pcnas_tf import space as space_lib
 from pcnas_tf import trainer as trainer_lib
 
@@ -109,6 +111,32 @@ def test_assign_arrays_rejects_another_width():
   own = [v.numpy() + 1 for v in trainer.supergraph.variables]
   trainer.supergraph.assign_arrays(own, "here")
   np.testing.assert_array_equal(trainer.supergraph.variables[0].numpy(), own[0])
+
+
+@pytest.mark.parametrize("space,se", [(space_lib.small_space(0.1), False),
+                                      (space_lib.large_space(0.1), True)])
+def test_every_candidate_computes_what_its_operator_computes(space, se):
+  # Candidates alike share one branch that reshapes their rows at run time (mixop.run_structure):
+  # each must compute exactly what its Keras operator computes, in both modes, statistics included.
+  for index in (0, 1):  # a stride-2 layer whose Identity is a projection, a residual stride-1 layer
+    x = tf.random.stateless_normal((2, 8, 8, space.layer_input_channels()[index]), seed=(index, 1))
+    mixop = mixop_lib.MixOp([ops.candidate_layer(space, index, op, se)
+                             for op in space.layers[index].choices])
+    for op in mixop.candidates:
+      op(x)
+    mixop.pack()
+    assert len(mixop.structures) < len(mixop.candidates)
+    statistics = np.random.default_rng(index).uniform(0.5, 2.0, mixop.packed_statistics.shape)
+    mixop.packed_statistics.assign(statistics.astype(np.float32))
+    run = tf.function(lambda x, choice, training: mixop(x, choice, training=training))
+    for choice, op in enumerate(mixop.candidates):
+      trainable, moving = mixop.candidate_weights(choice)
+      for training in (False, True):
+        expected, new_moving = op.stateless_call(trainable, moving, x, training=training)
+        np.testing.assert_allclose(run(x, tf.constant(choice), training), expected, atol=1e-5,
+                                   err_msg=f"{op.name} training={training}")
+      for got, want in zip(mixop.candidate_weights(choice)[1], new_moving):
+        np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=f"{op.name} moving statistics")
 
 
 def test_inherited_weights_reproduce_the_supergraph_path():
