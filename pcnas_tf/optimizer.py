@@ -70,12 +70,13 @@ class PathSGD:
       new_variable, new_slot = self._rule(variable, gradient, slot, decay, learning_rate)
       slot.assign(new_slot)
       variable.assign(new_variable)
+    choices = tf.unstack(path, num=len(self.mixops))
     for index, mixop in enumerate(self.mixops):
       gradient = gradients[shared + index]
       if mixop.weight_offsets[-1] == 0 or gradient is None:
         continue
       variable, slot = mixop.packed_weights, self.slots[shared + index]
-      start, stop = mixop.weight_bounds(path[index])
+      start, stop = mixop.weight_bounds(choices[index])
       read = lambda v: mixop_lib.read_slice(v, start, stop)  # pylint: disable=cell-var-from-loop
       new_variable, new_slot = self._rule(
           read(variable), gradient, read(slot), tf.cast(read(self.decay_masks[index]), tf.float32),

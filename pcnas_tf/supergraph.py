@@ -79,6 +79,8 @@ class Supergraph(keras.Model):
     if start == 0 if images is None else images:
       x = self._stem(x, training, batch_stats)
     stop = len(self.mixops) if stop is None else stop
+    if start < stop:
+      path = tf.unstack(path, num=len(self.mixops))  # one node, not one slice per mixop
     for index in range(start, stop):
       x = self.mixops[index](x, path[index], training=training, batch_stats=batch_stats,
                              weights=None if path_weights is None else path_weights[index])
@@ -90,6 +92,7 @@ class Supergraph(keras.Model):
     PathSGD's gradients are taken with respect to these, not the packed variables: a gradient of the
     size of one path's weights instead of every candidate's, and all-reduced at that size.
     """
+    path = tf.unstack(path, num=len(self.mixops))
     return [mixop.selected_weights(path[index]) for index, mixop in enumerate(self.mixops)]
 
   def shared_layers(self):
