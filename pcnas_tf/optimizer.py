@@ -55,13 +55,14 @@ class PathSGD:
       return tf.cast(self.learning_rate(self.iterations), tf.float32)
     return tf.constant(self.learning_rate, tf.float32)
 
-  def apply(self, gradients, path):
-    """Applies `gradients` to the shared layers and to `path`'s operators.
+  def apply(self, gradients, rows, path_weights):
+    """Applies `gradients` to the shared layers and to the path's rows of each mixop.
 
     Args:
-      gradients: one per shared variable, then one per mixop with respect to its
-        `Supergraph.path_weights(path)` entry (the selected candidate's flat weights), or None.
-      path: the int32 path the gradients were computed on.
+      gradients: one per shared variable, then one per mixop with respect to its `path_weights`
+        entry, or None.
+      rows: `Supergraph.path_rows(path)`, for each mixop the rows the path's candidate owns.
+      path_weights: `Supergraph.path_weights(rows)`, the values the gradients were computed at.
     """
     learning_rate = self.current_learning_rate()
     shared = len(self.shared_variables)
@@ -70,19 +71,15 @@ class PathSGD:
       new_variable, new_slot = self._rule(variable, gradient, slot, decay, learning_rate)
       slot.assign(new_slot)
       variable.assign(new_variable)
-    choices = tf.unstack(path, num=len(self.mixops))
     for index, mixop in enumerate(self.mixops):
-      gradient = gradients[shared + index]
+      gradient, slot = gradients[shared + index], self.slots[shared + index]
       if mixop.weight_offsets[-1] == 0 or gradient is None:
         continue
-      variable, slot = mixop.packed_weights, self.slots[shared + index]
-      start, stop = mixop.weight_bounds(choices[index])
-      read = lambda v: mixop_lib.read_slice(v, start, stop)  # pylint: disable=cell-var-from-loop
-      new_variable, new_slot = self._rule(
-          read(variable), gradient, read(slot), tf.cast(read(self.decay_masks[index]), tf.float32),
-          learning_rate)
-      mixop_lib.assign_slice(slot, start, stop, new_slot)
-      mixop_lib.assign_slice(variable, start, stop, new_variable)
+      mask = tf.cast(mixop_lib.read_rows(self.decay_masks[index], rows[index]), tf.float32)
+      new_variable, new_slot = self._rule(path_weights[index], gradient,
+                                          mixop_lib.read_rows(slot, rows[index]), mask, learning_rate)
+      mixop_lib.write_rows(slot, rows[index], new_slot)
+      mixop_lib.write_rows(mixop.packed_weights, rows[index], new_variable)
     self.iterations.assign_add(1)
 
   def _rule(self, variable, gradient, slot, decay, learning_rate):

@@ -64,7 +64,8 @@ class Supergraph(keras.Model):
       path: int32 tensor of length L, the chosen operator of each mixop.
       training: training mode (BN batch statistics, moving averages updated).
       batch_stats: inference with BN statistics of this batch, moving averages untouched.
-      path_weights: `path_weights(path)`, when the caller differentiates with respect to them.
+      path_weights: `path_weights(path_rows(path))`, when the caller differentiates with respect to
+        them.
     """
     x = self.features(images, path, training=training, batch_stats=batch_stats,
                       path_weights=path_weights)
@@ -86,14 +87,18 @@ class Supergraph(keras.Model):
                              weights=None if path_weights is None else path_weights[index])
     return x
 
-  def path_weights(self, path):
-    """The selected candidate's flat weights of each mixop (see `MixOp.selected_weights`).
+  def path_rows(self, path):
+    """For each mixop, the rows of its packed weights that `path`'s candidate owns."""
+    path = tf.unstack(path, num=len(self.mixops))
+    return [mixop.weight_rows(path[index]) for index, mixop in enumerate(self.mixops)]
+
+  def path_weights(self, rows):
+    """The values of each mixop's packed weights at `rows` (`path_rows`): the path's weights.
 
     PathSGD's gradients are taken with respect to these, not the packed variables: a gradient of the
     size of one path's weights instead of every candidate's, and all-reduced at that size.
     """
-    path = tf.unstack(path, num=len(self.mixops))
-    return [mixop.selected_weights(path[index]) for index, mixop in enumerate(self.mixops)]
+    return [mixop_lib.read_rows(mixop.packed_weights, r) for mixop, r in zip(self.mixops, rows)]
 
   def shared_layers(self):
     """The layers every path uses: stem, fixed first operator, head."""

@@ -74,8 +74,9 @@ class SupergraphTrainer:
     self._eval_step = tf.function(self._eval_correct)
 
   def _replica_train_step(self, images, labels, path):
+    rows = self.supergraph.path_rows(path)
     with tf.GradientTape() as tape:
-      path_weights = self.supergraph.path_weights(path)
+      path_weights = self.supergraph.path_weights(rows)
       tape.watch(path_weights)
       logits = self.supergraph(images, path, training=True, path_weights=path_weights)
       per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
@@ -83,7 +84,7 @@ class SupergraphTrainer:
     gradients = tape.gradient(loss, self.optimizer.shared_variables + path_weights,
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
     gradients = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-    self.optimizer.apply(gradients, path)
+    self.optimizer.apply(gradients, rows, path_weights)
     return loss, _correct(labels, logits)
 
   def _distributed_train_step(self, iterator, path):
