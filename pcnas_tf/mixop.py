@@ -118,6 +118,7 @@ class _Shapes:
   static."""
 
   def __init__(self, layout, members, num_candidates):
+    self.members = list(members)
     first = layout.shapes[members[0]]
     self.count = len(first)
     self.ranks = [len(shape) for shape in first]
@@ -134,19 +135,27 @@ class _Shapes:
   def unpack(self, part, choice):
     if not self.count:
       return []
-    pieces = tf.split(tf.reshape(part, [-1]), tf.gather(tf.constant(self.sizes), choice),
+    # Run-time lookups only for what differs between the members (each lookup is a graph node).
+    sizes = self.sizes[self.members]
+    same_sizes = (sizes == sizes[0]).all()
+    pieces = tf.split(tf.reshape(part, [-1]),
+                      list(sizes[0]) if same_sizes else tf.gather(tf.constant(self.sizes), choice),
                       num=self.count + 1)
     tensors = []
     for piece, table, static in zip(pieces, self.shape_tables, self.static):
-      tensor = piece if len(static) == 1 else tf.reshape(piece, tf.gather(tf.constant(table), choice))
-      tensor.set_shape(static)
-      tensors.append(tensor)
+      if len(static) > 1:
+        piece = tf.reshape(piece, static if None not in static else
+                           tf.gather(tf.constant(table), choice))
+      piece.set_shape(static)
+      tensors.append(piece)
     return tensors
 
   def repack(self, tensors, choice):
     """Inverse of `unpack`: the tensors as the candidate's rows."""
     flat = tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0) if tensors else tf.zeros([0])
-    flat = tf.pad(flat, [[0, tf.gather(tf.constant(self.sizes[:, -1]), choice)]])
+    padding = self.sizes[self.members, -1]
+    flat = tf.pad(flat, [[0, int(padding[0]) if (padding == padding[0]).all() else
+                          tf.gather(tf.constant(self.sizes[:, -1]), choice)]])
     return tf.reshape(flat, [-1, ROW])
 
 
