@@ -73,14 +73,21 @@ def accuracy(predicted, measured) -> dict:
           "spearman": round(float(stats.spearmanr(predicted, measured)[0]), 4)}
 
 
-def held_out_timings(backend, jobs, reference, passes=2):
-  """Times the held-out networks `passes` times, each pass interleaved over all of them."""
+def held_out_timings(backend, jobs, reference, passes=2, group=latency.table.GROUP):
+  """Times the held-out networks `passes` times, in groups of `group` interleaved networks.
+
+  Groups the size of the table build's: how many models share the rounds changes what each visit
+  finds in the CPU's caches, so the held-out networks are timed the way calibration networks were.
+  """
   if isinstance(backend, latency.backends.TensorRTBackend):
     return [backend.measure_group(jobs, reference) for _ in range(passes)]
   calls = [backend.prepare(model, shape) for model, shape in jobs]
   config = backend.config
-  return [latency.backends.time_interleaved(calls, reference, config.warmup, config.runs,
-                                            config.repeats, seed=seed) for seed in range(passes)]
+  return [[timing for start in range(0, len(calls), group)
+           for timing in latency.backends.time_interleaved(
+               calls[start:start + group], reference, config.warmup, config.runs, config.repeats,
+               seed=seed)]
+          for seed in range(passes)]
 
 
 def noise_floor(first, second) -> dict:
@@ -113,8 +120,11 @@ def run_space(args, name, width, resolution, calibration_archs, held_out_count) 
   passes = held_out_timings(backend, jobs, reference)
   keras.backend.clear_session()
   load.append(os.getloadavg()[0])
-  # Each pass in the table's unit; the measurement is the mean of the two passes.
-  values = np.array([[t.value(args.estimator, table.reference_ms) for t in p] for p in passes])
+  # Each pass in its own unit, found as the table's is (`unit_ms`): a pass times fresh interpreters of
+  # the reference, which run a few % faster or slower for life than the build's (with the table's
+  # unit, held-out networks read 5% fast in one run). The measurement is the mean of the two passes.
+  values = np.array([[t.value(args.estimator, latency.table.unit_ms([vars(x) for x in p]))
+                      for t in p] for p in passes])
   measured = values.mean(axis=0)
   minimum = np.min([[t.min_ms for t in p] for p in passes], axis=0)
   with open(os.path.join(os.path.dirname(output), f"{name}_held_out.json"), "w") as f:

@@ -346,18 +346,23 @@ def _finish(state, space) -> None:
 
 
 def _reference_ms(measured) -> float:
-  """The reference's latency: the unit that turns every `ratio` into milliseconds.
-
-  The median over the build's whole networks (every model when there are none) of their own fastest
-  time / their ratio. Each network's own minimum over its spread-out rounds repeated within 1% between
-  builds here, while the reference's own minimum moved by 30% with where its interpreters were placed
-  in memory; the median over many networks is the steadier anchor for absolute milliseconds.
-  """
+  """The reference's latency for this build: `unit_ms` over its whole networks (all models if none)."""
   paired = {key: m for key, m in measured.items() if m.get("ratio")}
-  if not paired:
-    return float("nan")
   networks = [m for key, m in paired.items() if key.startswith("arch/")] or list(paired.values())
-  return float(np.median([m["min_ms"] / m["ratio"] for m in networks]))
+  return unit_ms(networks)
+
+
+def unit_ms(timings) -> float:
+  """The ms that turn ratios to the reference into latencies, from one session's timings (dicts).
+
+  The median over the networks of their own fastest time / their ratio. Each network's own minimum
+  over its spread-out rounds repeated within 1% between builds here, while the reference's own
+  minimum moved by 30% with where its interpreters were placed in memory; the median over many
+  networks is the steadier anchor for absolute milliseconds. Timings of another session (other
+  interpreters of the reference) need their own unit, found the same way.
+  """
+  values = [m["min_ms"] / m["ratio"] for m in timings if m.get("ratio")]
+  return float(np.median(values)) if values else float("nan")
 
 
 def _finite_or_none(value):
