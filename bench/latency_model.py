@@ -10,6 +10,7 @@ Figures besides the headline:
   noise_floor       how often the two timings of the SAME network differ by more than 10% (and 5%):
                     the repeatability of the measurement itself, which no table can beat.
   measured_table    the summed one-operator timings, before calibration.
+  vs_own_unit       the same timings, each pass in its own unit (`table.unit_ms`) instead of the table's.
   vs_plain_min      the predictions against each network's own minimum (no reference pairing), with
                     that estimator's noise floor: what the old protocol would have compared with.
   reference_drift   the reference's fastest time now / when the table was built: far from 1, the
@@ -106,25 +107,30 @@ def run_space(args, name, width, resolution, calibration_archs, held_out_count) 
   backend = latency.make_backend(config)
   output = args.table or os.path.join(tempfile.mkdtemp(dir=args.work_dir), f"{name}.json")
   load = [os.getloadavg()[0]]
+  image = (args.batch, resolution, resolution, 3)
   start = time.time()
+  # One prepared reference for the build and the validation: fresh interpreters of the same network
+  # run a few % faster or slower for life (with fresh ones, held-out networks read 5% fast in a run).
+  reference = backend.prepare_reference(
+      latency.table.reference_model(space, latency.table.make_metadata(
+          space, config, backend.device(), args.batch, resolution, 3, 10, calibration_archs, 0)),
+      image)
   table = latency.build_table(space, config, args.batch, resolution, output,
-                              calibration_archs=calibration_archs, backend=backend)
+                              calibration_archs=calibration_archs, backend=backend, reference=reference)
   build_s = time.time() - start
   load.append(os.getloadavg()[0])
   held_out = latency.random_archs(space, args.archs or held_out_count, seed=1,
                                   exclude=table.data["calibration_archs"])
-  image = (args.batch, resolution, resolution, 3)
-  reference = backend.prepare_reference(latency.table.reference_model(space, table.metadata), image)
   jobs = [(model_lib.build_model(space.parse_arch(arch), space, image[1:], 10), image)
           for arch in held_out]
   passes = held_out_timings(backend, jobs, reference)
   keras.backend.clear_session()
   load.append(os.getloadavg()[0])
-  # Each pass in its own unit, found as the table's is (`unit_ms`): a pass times fresh interpreters of
-  # the reference, which run a few % faster or slower for life than the build's (with the table's
-  # unit, held-out networks read 5% fast in one run). The measurement is the mean of the two passes.
-  values = np.array([[t.value(args.estimator, latency.table.unit_ms([vars(x) for x in p]))
-                      for t in p] for p in passes])
+  # Each pass in the table's unit (same reference interpreters); the measurement is their mean.
+  values = np.array([[t.value(args.estimator, table.reference_ms) for t in p] for p in passes])
+  # The same in each pass's own unit (`unit_ms`), what timings against another reference would need.
+  own_unit = np.array([[t.value(args.estimator, latency.table.unit_ms([vars(x) for x in p]))
+                        for t in p] for p in passes]).mean(axis=0)
   measured = values.mean(axis=0)
   minimum = np.min([[t.min_ms for t in p] for p in passes], axis=0)
   with open(os.path.join(os.path.dirname(output), f"{name}_held_out.json"), "w") as f:
@@ -141,14 +147,15 @@ def run_space(args, name, width, resolution, calibration_archs, held_out_count) 
           "archs": len(held_out), "calibration_archs": calibration_archs, **calibrated,
           "noise_floor": noise_floor(*values[:2]), "measured_table": raw,
           "vs_plain_min": accuracy(predicted, minimum),
+          "vs_own_unit": accuracy(predicted, own_unit),
           "plain_min_noise_floor": noise_floor(*[[t.min_ms for t in p] for p in passes[:2]]),
           "build_s": round(build_s, 1), "validate_s": round(time.time() - start - build_s, 1),
           "measured_ms": [round(float(np.min(measured)), 3), round(float(np.max(measured)), 3)],
           "table_range_ms": [round(low, 3), round(high, 3)],
           "reference_ms": table.reference_ms and round(table.reference_ms, 4),
           "reference_drift": reference_drift and round(float(reference_drift), 4),
-          "fit": {k: table.calibration[k] for k in ("scale", "op_offset_ms", "ridge_lambda",
-                                                     "cv_rmse_ms")},
+          "fit": {k: table.calibration.get(k) for k in ("model", "scale", "op_offset_ms",
+                                                         "ridge_lambda", "group_scales", "cv_rmse_ms")},
           "load_1min": [round(x, 2) for x in load], "device": table.metadata["device"]}
 
 

@@ -34,7 +34,7 @@ class Supergraph(keras.Model):
     self.first_op = ops.first_op_layer(space, se)
     self.mixops = [
         mixop_lib.MixOp([ops.candidate_layer(space, index, op, se) for op in layer.choices],
-              name=f"mixop_{index:02d}")
+                        name=f"mixop_{index:02d}")
         for index, layer in enumerate(space.layers)]
     self.head = ops.head_layer(space, num_classes)
     self._build_every_candidate()

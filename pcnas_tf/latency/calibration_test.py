@@ -96,3 +96,22 @@ def test_costs_and_constant_are_never_negative():
   latencies = np.maximum(latencies, 0.05)
   fit = calibration.fit(paths, latencies, measured, 1.0)
   assert min(min(layer) for layer in fit.ops_ms) >= 0 and fit.base_ms >= 0
+
+
+def test_per_stage_scales_win_when_stages_are_off_by_different_factors():
+  # Many layers, few networks (as in the small space): whole networks cost the measured table times a
+  # factor per stage. The per-stage model recovers the factors; without groups the fit cannot.
+  rng = np.random.default_rng(3)
+  num_choices, stages, factors = (4,) * 12, [0] * 4 + [1] * 4 + [2] * 4, (0.6, 1.0, 1.5)
+  measured = [rng.uniform(0.2, 1.0, n) for n in num_choices]
+  truth = [m * factors[s] for m, s in zip(measured, stages)]
+  paths = [tuple(int(rng.integers(n)) for n in num_choices) for _ in range(40)]
+  test = [tuple(int(rng.integers(n)) for n in num_choices) for _ in range(40)]
+  latencies = [_latency(p, truth, 0.5) * (1 + rng.normal(0, 0.01)) for p in paths]
+  grouped = calibration.fit(paths, latencies, measured, 0.5, groups=stages)
+  assert grouped.model == "group_scale"
+  np.testing.assert_allclose(grouped.group_scales, factors, rtol=0.1)
+  plain = calibration.fit(paths, latencies, measured, 0.5)
+  true = np.array([_latency(p, truth, 0.5) for p in test])
+  error = lambda fit: np.mean(np.abs([_latency(p, fit.ops_ms, fit.base_ms) for p in test] - true) / true)
+  assert error(grouped) < 0.02 < error(plain) and plain.model != "group_scale"

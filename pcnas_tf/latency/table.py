@@ -263,7 +263,8 @@ def _jobs(space, metadata, calibration_archs):
 
 def build_table(space, config: backends_lib.BackendConfig, batch: int, resolution, output: str,
                 channels: int = 3, num_classes: int = 10, calibration_archs: int = 40, seed: int = 0,
-                backend: backends_lib.Backend | None = None, progress: bool = True) -> LatencyTable:
+                backend: backends_lib.Backend | None = None, progress: bool = True,
+                reference=None) -> LatencyTable:
   """Measures and calibrates a table into `output`, resuming from it if it holds a matching build.
 
   Args:
@@ -275,6 +276,8 @@ def build_table(space, config: backends_lib.BackendConfig, batch: int, resolutio
     seed: picks the calibration networks.
     backend: the timer (default: `make_backend(config)`); tests inject fakes.
     progress: show a tqdm progress bar.
+    reference: the reference network as `backend.prepare_reference` returned it (default: prepared
+      here). Timings against the same prepared reference share the table's unit (`unit_ms`).
 
   Raises:
     UserError: bad settings; `output` holds a table built for something else; backend unavailable.
@@ -284,7 +287,7 @@ def build_table(space, config: backends_lib.BackendConfig, batch: int, resolutio
                            calibration_archs, seed)
   state = _start_or_resume(output, metadata, space, calibration_archs, seed)
   if not state.get("complete"):
-    _measure_missing(state, space, backend, output, progress)
+    _measure_missing(state, space, backend, output, progress, reference)
     _finish(state, space)
     _write_atomic(output, state)
   return load_table(output, metadata)
@@ -299,7 +302,7 @@ def _start_or_resume(output, metadata, space, calibration_archs, seed) -> dict:
           "calibration_archs": random_archs(space, calibration_archs, seed)}
 
 
-def _measure_missing(state, space, backend, output, progress) -> None:
+def _measure_missing(state, space, backend, output, progress, reference=None) -> None:
   import keras  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   batch = state["metadata"]["batch"]
@@ -308,7 +311,8 @@ def _measure_missing(state, space, backend, output, progress) -> None:
   if not todo:
     return
   image = (batch, *state["metadata"]["resolution"], state["metadata"]["channels"])
-  reference = backend.prepare_reference(reference_model(space, state["metadata"]), image)
+  if reference is None:
+    reference = backend.prepare_reference(reference_model(space, state["metadata"]), image)
   with tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not progress,
             desc=f"latency table ({state['metadata']['backend']})", unit="model") as bar:
     for start in range(0, len(todo), GROUP):
@@ -333,7 +337,7 @@ def _finish(state, space) -> None:
   base_ms = value("stem") + value("head")
   archs = state["calibration_archs"]
   fit = calibration.fit([space.indices(space.parse_arch(a)) for a in archs],
-                        [value(f"arch/{a}") for a in archs], ops_ms, base_ms)
+                        [value(f"arch/{a}") for a in archs], ops_ms, base_ms, stage_ids(space))
   state["choices"] = [list(layer.choices) for layer in space.layers]
   state["reference_arch"] = reference_arch(space)
   state["reference_ms"] = _finite_or_none(reference_ms)
@@ -341,8 +345,21 @@ def _finish(state, space) -> None:
   state["calibrated"] = {"ops_ms": [list(r) for r in fit.ops_ms], "base_ms": fit.base_ms,
                          "scale": fit.scale, "op_offset_ms": fit.op_offset_ms,
                          "ridge_lambda": _finite_or_none(fit.ridge_lambda),
-                         "cv_rmse_ms": _finite_or_none(fit.cv_rmse_ms), "networks": len(archs)}
+                         "cv_rmse_ms": _finite_or_none(fit.cv_rmse_ms), "networks": len(archs),
+                         "model": fit.model, "group_scales": fit.group_scales}
   state["complete"] = True
+
+
+def stage_ids(space) -> list[int]:
+  """A stage index per layer: a stage starts where the stride is not 1 or the channels change."""
+  ids, previous = [], None
+  for layer in space.layers:
+    if previous is None or layer.stride != 1 or layer.channels != previous.channels:
+      ids.append(len(set(ids)))
+    else:
+      ids.append(ids[-1])
+    previous = layer
+  return ids
 
 
 def _reference_ms(measured) -> float:

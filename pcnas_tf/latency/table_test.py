@@ -166,3 +166,16 @@ def test_random_archs_are_distinct_and_exclude_given_ones():
   first = table_lib.random_archs(SPACE, 3, seed=0)
   rest = table_lib.random_archs(SPACE, 10, seed=1, exclude=first)
   assert len(set(first + rest)) == SPACE.size() and len(rest) == SPACE.size() - 3
+
+
+def test_each_session_in_its_own_unit_reads_the_same_latencies():
+  # Two sessions time the same networks against reference interpreters 10% apart in speed: the ratios
+  # differ, the latencies (ratio x that session's unit) do not. Unpaired timings carry no unit.
+  latencies = [0.4, 0.9, 1.3]
+  sessions = [[{"min_ms": ms, "ratio": ms / reference_ms} for ms in latencies] + [{"min_ms": 5.0}]
+              for reference_ms in (0.42, 0.462)]
+  units = [table_lib.unit_ms(session) for session in sessions]
+  assert units[1] == pytest.approx(1.1 * units[0])
+  for session, unit in zip(sessions, units):
+    assert [m["ratio"] * unit for m in session[:-1]] == pytest.approx(latencies)
+  assert np.isnan(table_lib.unit_ms([{"min_ms": 1.0}]))
