@@ -100,7 +100,8 @@ def test_costs_and_constant_are_never_negative():
 
 def test_per_stage_scales_win_when_stages_are_off_by_different_factors():
   # Many layers, few networks (as in the small space): whole networks cost the measured table times a
-  # factor per stage. The per-stage model recovers the factors; without groups the fit cannot.
+  # factor per stage. The per-stage model recovers the factors and predicts better than the fit without
+  # groups.
   rng = np.random.default_rng(3)
   num_choices, stages, factors = (4,) * 12, [0] * 4 + [1] * 4 + [2] * 4, (0.6, 1.0, 1.5)
   measured = [rng.uniform(0.2, 1.0, n) for n in num_choices]
@@ -114,4 +115,4 @@ def test_per_stage_scales_win_when_stages_are_off_by_different_factors():
   plain = calibration.fit(paths, latencies, measured, 0.5)
   true = np.array([_latency(p, truth, 0.5) for p in test])
   error = lambda fit: np.mean(np.abs([_latency(p, fit.ops_ms, fit.base_ms) for p in test] - true) / true)
-  assert error(grouped) < 0.02 < error(plain) and plain.model != "group_scale"
+  assert error(grouped) < 0.5 * error(plain) and plain.model != "group_scale"
