@@ -53,8 +53,8 @@ def main(argv):
   low, high = latency.make_constraint("latency", space, table=table).range()
   fit = table.calibration
   print(f"{space.name} on {table.metadata['device']}: latency {low:.3f}..{high:.3f} ms "
-        f"(calibrated; scale {fit['scale']:.3f}, cross-validated RMSE {fit['cv_rmse_ms']} ms over "
-        f"{fit['networks']} networks).")
+        f"(calibrated: {fit.get('model', 'ridge')} model, scale {fit['scale']:.3f}, cross-validated "
+        f"RMSE {fit['cv_rmse_ms']} ms over {fit['networks']} networks).")
 
 
 if __name__ == "__main__":
