@@ -4,10 +4,10 @@ Why not a stock Keras optimizer: the path is chosen inside the traced step, so t
 are only known at run time. Feeding zero gradients for the unselected operators into `keras.optimizers.SGD`
 is wrong (momentum keeps moving their weights and weight decay shrinks them) and slow (measured here at
 1.44x the stand-alone step time). `PathSGD` keeps Keras' SGD update rule and its learning-rate schedules,
-but applies it, in each mixop's packed weight vector (see `supergraph.MixOp`), only to the slice the
-path's operator owns: gradients come for that slice alone, the slice of the weights and momentum is read
-and assigned in place, so unselected operators, their momentum slots and their decay are left
-bit-identical, with no branching.
+but applies it, in each mixop's packed weights (see `mixop.MixOp`), only to the rows the path's
+operator owns: gradients come for those rows alone, and those rows of the weights and momentum are read
+(row gather) and written in place (row scatter), so unselected operators, their momentum slots and their
+decay are left bit-identical, with no branching.
 """
 
 import keras
