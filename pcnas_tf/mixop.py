@@ -121,9 +121,8 @@ class _Shapes:
     self.members = list(members)
     first = layout.shapes[members[0]]
     self.count = len(first)
-    self.ranks = [len(shape) for shape in first]
     sizes = np.zeros((num_candidates, self.count + 1), np.int32)
-    self.shape_tables = [np.zeros((num_candidates, rank), np.int32) for rank in self.ranks]
+    self.shape_tables = [np.zeros((num_candidates, len(shape)), np.int32) for shape in first]
     for member in members:
       sizes[member] = layout.sizes[member] + [layout.padding(member)]
       for table, shape in zip(self.shape_tables, layout.shapes[member]):

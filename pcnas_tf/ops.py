@@ -39,12 +39,8 @@ def _bn(name=None):
   return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
-def _activation(kind):
-  return keras.layers.ReLU(max_value=6.0 if kind == "relu6" else None)
-
-
 def activate(x, kind):
-  """The activation `kind` (`relu`, `relu6` or None) of `x`, as `_activation`'s layer computes it."""
+  """The activation `kind` (`relu`, `relu6` or None) of `x`."""
   if kind is None:
     return x
   return tf.nn.relu6(x) if kind == "relu6" else tf.nn.relu(x)
@@ -123,7 +119,6 @@ class SqueezeExcite(keras.layers.Layer):
     self.channels, self.activation = channels, activation
     self.pool = keras.layers.GlobalAveragePooling2D(keepdims=True)
     self.reduce = keras.layers.Conv2D(se_channels(channels), 1, name="reduce")
-    self.act = _activation(activation)
     self.expand = keras.layers.Conv2D(channels, 1, activation="sigmoid", name="expand")
 
   def build(self, input_shape):
@@ -135,7 +130,7 @@ class SqueezeExcite(keras.layers.Layer):
     return input_shape
 
   def call(self, x):
-    return x * self.expand(self.act(self.reduce(self.pool(x))))
+    return x * self.expand(activate(self.reduce(self.pool(x)), self.activation))
 
   def get_config(self):
     return {**super().get_config(), "channels": self.channels, "activation": self.activation}

@@ -107,15 +107,23 @@ def test_two_workers_score_every_candidate_once_with_the_chiefs_completions(serv
   assert not any(oracle_lib.COMPLETIONS in t.hyperparameters.values for t in oracle.trials.values())
 
 
+def _lease_expired(oracle, work_dir):
+  """Opens an interval; worker0 takes its one trial and holds it past the lease, then worker1 asks.
+
+  Returns (worker0's client, its trial, worker1's client, the trial worker1 was given).
+  """
+  _open_interval(oracle, work_dir)
+  first, _ = remote_eval.connect(5)
+  second, _ = remote_eval.connect(5)
+  taken = first.create_trial("worker0")
+  assert second.create_trial("worker1").status == "IDLE"  # one trial in interval 1, and it is leased
+  time.sleep(0.6)
+  return first, taken, second, second.create_trial("worker1")
+
+
 def test_a_trial_held_past_its_lease_goes_to_the_next_worker_and_the_late_report_is_ignored(served):
   oracle, work_dir = served
-  _open_interval(oracle, work_dir)
-  hung, _ = remote_eval.connect(5)
-  alive, _ = remote_eval.connect(5)
-  taken = hung.create_trial("worker0")
-  assert alive.create_trial("worker1").status == "IDLE"  # one trial in interval 1, and it is leased
-  time.sleep(0.6)
-  again = alive.create_trial("worker1")
+  hung, taken, alive, again = _lease_expired(oracle, work_dir)
   assert again.trial_id == taken.trial_id and oracle.expired_leases == 1
   evaluator = _Evaluator()
   for client, trial, bonus in ((alive, again, 0.0), (hung, taken, 1.0)):
@@ -128,12 +136,7 @@ def test_a_trial_held_past_its_lease_goes_to_the_next_worker_and_the_late_report
 
 def test_the_first_report_counts_even_from_a_worker_whose_lease_ended(served):
   oracle, work_dir = served
-  _open_interval(oracle, work_dir)
-  slow, _ = remote_eval.connect(5)
-  other, _ = remote_eval.connect(5)
-  trial = slow.create_trial("worker0")
-  time.sleep(0.6)
-  rerun = other.create_trial("worker1")
+  slow, trial, other, rerun = _lease_expired(oracle, work_dir)
   assert rerun.trial_id == trial.trial_id  # the lease ended: handed out again
   for client, held in ((slow, trial), (other, rerun)):
     oracle_lib.report(client, held, remote_eval.trial_metrics(_Evaluator(), held.hyperparameters.values))
