@@ -6,22 +6,22 @@ timings with the table's predictions, calibrated and measured-only. Default back
 XNNPACK, 1 thread), timed the way tables are: in groups of 16, interleaved, paired with the table's
 reference network, 60 rounds (backends.py explains why).
 
-Anchors. A timing paired with the reference is a ratio; the table turns ratios into ms with the
-build's unit. But the reference's speed relative to other networks wanders between sessions on this
-shared VM: over five stored small-space builds, the held-out networks' mean ratio moved by -6% to +6%
-against the calibration networks' (the per-network scatter, that offset removed, was 2.5-3.6%). So each
-group of held-out networks also re-times `ANCHORS_PER_GROUP` calibration networks, and each pass is
-scaled by the median over its anchors of (anchor's build-time value / its value now): the held-out
-networks are measured in the build's unit against networks the build timed, as a scale is checked
-against known weights. Only the anchors' measurements enter that factor, never the table's
-predictions. The unscaled timings (`vs_table_unit`) and two reference-free ways are reported too.
+Yardstick. A timing paired with the reference is a ratio, and the reference's speed relative to
+other networks wanders on this shared VM (stored small-space builds: the held-out networks' mean ratio
+moved by -6% to +6% against the calibration networks' between build and validation). The table build
+times the same few yardstick networks in every group and divides each group's ratios by its yardstick
+factor (see table.py); the held-out networks are timed the same way, in groups with those networks,
+so their measurement is in the table's unit against the same set of networks. Only measurements
+enter the factor, never the table's predictions. The timings without it (`vs_table_unit`) and two
+reference-free ways are reported too.
 
 Figures besides the headline:
   noise_floor       how often the two timings of the SAME network differ by more than 10% (and 5%):
                     the repeatability of the measurement itself, which no table can beat.
   measured_table    the summed one-operator timings, before calibration.
-  session_scales    each pass's anchor factor (1: the yardstick did not move since the build).
-  vs_table_unit     the same timings without the anchor factor.
+  yardstick_factors the groups' factors (1: the reference ran as fast, relative to the yardstick
+                    networks, as over the build).
+  vs_table_unit     the same timings without the yardstick factors.
   vs_own_unit       the same timings, each pass in its own unit (`table.unit_ms`: from the held-out
                     networks' own fastest times) instead of the table's.
   vs_plain_min      the predictions against each network's own minimum (no reference pairing), with
@@ -54,8 +54,6 @@ from pcnas_tf import space as space_lib
 from pcnas_tf import latency
 
 # (space, width, resolution, calibration networks, held-out networks); the first is the headline.
-# Re-timed calibration networks in each group of held-out ones (see `session_scale`).
-ANCHORS_PER_GROUP = 3
 FULL = (("macro", 1.0, 32, 60, 50), ("small", 0.35, 64, 50, 50))
 QUICK = (("macro", 0.5, 32, 12, 10), ("small", 0.35, 32, 12, 10))
 
@@ -87,44 +85,34 @@ def accuracy(predicted, measured) -> dict:
           "spearman": round(float(stats.spearmanr(predicted, measured)[0]), 4)}
 
 
-def with_anchors(held_out, anchors, group=latency.table.GROUP, per_group=ANCHORS_PER_GROUP):
-  """Held-out networks with `per_group` anchors in each group of `group`; returns (jobs, is_anchor)."""
-  jobs, is_anchor, step = [], [], group - per_group
-  for start in range(0, len(held_out), step):
-    chunk = held_out[start:start + step]
-    picked = [anchors[(start // step * per_group + i) % len(anchors)] for i in range(per_group)]
-    jobs += chunk + picked
-    is_anchor += [False] * len(chunk) + [True] * len(picked)
-  return jobs, np.array(is_anchor)
+def held_out_timings(backend, jobs, yardstick, reference, table, passes=2):
+  """Times the held-out networks `passes` times, in groups like the build's: `table.GROUP` models
+  interleaved, the table's yardstick networks among them.
 
-
-def held_out_timings(backend, jobs, reference, passes=2, group=latency.table.GROUP):
-  """Times the held-out networks `passes` times, in groups of `group` interleaved networks.
-
-  Groups the size of the table build's: how many models share the rounds changes what each visit
-  finds in the CPU's caches, so the held-out networks are timed the way calibration networks were.
+  Returns per pass (timings, factors): the raw timings of `jobs` and the yardstick factor of the
+  group each was timed in (`table.group_factor`); ratio / factor is in the table's unit.
   """
+  size = max(1, latency.table.GROUP - len(yardstick))
+  groups = [list(jobs[start:start + size]) + list(yardstick) for start in range(0, len(jobs), size)]
   if isinstance(backend, latency.backends.TensorRTBackend):
-    return [backend.measure_group(jobs, reference) for _ in range(passes)]
-  calls = [backend.prepare(model, shape) for model, shape in jobs]
-  config = backend.config
-  return [[timing for start in range(0, len(calls), group)
-           for timing in latency.backends.time_interleaved(
-               calls[start:start + group], reference, config.warmup, config.runs, config.repeats,
-               seed=seed)]
-          for seed in range(passes)]
-
-
-def session_scale(anchor_timings, anchor_archs, table, estimator) -> float:
-  """How far this session's yardstick moved since the build: median of build value / value now.
-
-  The anchors are calibration networks, re-timed among the held-out ones; their values at build time
-  are in the table file. Only their measurements enter, never the table's predictions.
-  """
-  then = [latency.backends.Timing(**table.data["measurements"][f"arch/{a}"]).value(
-      estimator, table.reference_ms) for a in anchor_archs]
-  now = [t.value(estimator, table.reference_ms) for t in anchor_timings]
-  return float(np.median(np.divide(then, now)))
+    time_group = lambda group, seed: backend.measure_group(group, reference)
+  else:
+    groups = [[backend.prepare(model, shape) for model, shape in group] for group in groups]
+    config = backend.config
+    time_group = lambda calls, seed: latency.backends.time_interleaved(
+        calls, reference, config.warmup, config.runs, config.repeats, seed=seed)
+  results = []
+  for seed in range(passes):
+    timings, factors = [], []
+    for group in groups:
+      measured = time_group(group, seed)
+      held_out = measured[:len(group) - len(yardstick)]
+      factor = latency.table.group_factor([t.ratio for t in measured[len(held_out):]],
+                                          table.yardstick["reference_ratios"])
+      timings += held_out
+      factors += [factor] * len(held_out)
+    results.append((timings, np.array(factors)))
+  return results
 
 
 def noise_floor(first, second) -> dict:
@@ -157,29 +145,27 @@ def run_space(args, name, width, resolution, calibration_archs, held_out_count) 
   load.append(os.getloadavg()[0])
   held_out = latency.random_archs(space, args.archs or held_out_count, seed=1,
                                   exclude=table.data["calibration_archs"])
-  timed, is_anchor = with_anchors(held_out, table.data["calibration_archs"])
   jobs = [(model_lib.build_model(space.parse_arch(arch), space, image[1:], 10), image)
-          for arch in timed]
-  all_passes = held_out_timings(backend, jobs, reference)
+          for arch in held_out]
+  yardstick = [(latency.table.network_model(space, table.metadata, arch), image)
+               for arch in table.yardstick["archs"]]
+  results = held_out_timings(backend, jobs, yardstick, reference, table)
   keras.backend.clear_session()
   load.append(os.getloadavg()[0])
-  anchors = [a for a, anchor in zip(timed, is_anchor) if anchor]
-  scales = [session_scale([t for t, a in zip(p, is_anchor) if a], anchors, table, args.estimator)
-            for p in all_passes]
-  passes = [[t for t, a in zip(p, is_anchor) if not a] for p in all_passes]
-  # Each pass in the table's unit (same reference interpreters), times its anchors' scale; the
-  # measurement is the mean of the passes.
+  passes = [timings for timings, _ in results]
+  factors = np.array([f for _, f in results])
+  # Each pass in the table's unit: the same reference interpreters, each group's ratios divided by
+  # its yardstick factor. The measurement is the mean of the passes.
   in_table_unit = np.array([[t.value(args.estimator, table.reference_ms) for t in p] for p in passes])
-  values = in_table_unit * np.array(scales)[:, None]
+  values = in_table_unit / factors if args.estimator == "ratio" else in_table_unit
   # The same in each pass's own unit (`unit_ms`), what timings against another reference would need.
   own_unit = np.array([[t.value(args.estimator, latency.table.unit_ms([vars(x) for x in p]))
                         for t in p] for p in passes]).mean(axis=0)
   measured = values.mean(axis=0)
   minimum = np.min([[t.min_ms for t in p] for p in passes], axis=0)
   with open(os.path.join(os.path.dirname(output), f"{name}_held_out.json"), "w") as f:
-    json.dump({"table": output, "archs": held_out, "anchors": anchors, "session_scales": scales,
-               "passes": [[vars(t) for t in p] for p in passes],
-               "anchor_passes": [[vars(t) for t, a in zip(p, is_anchor) if a] for p in all_passes]}, f)
+    json.dump({"table": output, "archs": held_out, "yardstick_factors": factors.tolist(),
+               "passes": [[vars(t) for t in p] for p in passes]}, f)
   archs = [space.parse_arch(a) for a in held_out]
   predicted = [latency.predict(a, table) for a in archs]
   calibrated = accuracy(predicted, measured)
@@ -191,7 +177,7 @@ def run_space(args, name, width, resolution, calibration_archs, held_out_count) 
           "archs": len(held_out), "calibration_archs": calibration_archs, **calibrated,
           "noise_floor": noise_floor(*values[:2]), "measured_table": raw,
           "vs_table_unit": accuracy(predicted, in_table_unit.mean(axis=0)),
-          "session_scales": [round(x, 4) for x in scales],
+          "yardstick_factors": [round(float(x), 4) for x in np.unique(factors)],
           "vs_plain_min": accuracy(predicted, minimum),
           "vs_own_unit": accuracy(predicted, own_unit),
           "plain_min_noise_floor": noise_floor(*[[t.min_ms for t in p] for p in passes[:2]]),

@@ -15,6 +15,15 @@ times one unit, `reference_ms` (kept in the file): the median over the calibrati
 own fastest time / their ratio, so that ratios become milliseconds of this machine. All entries, and
 whole networks timed later against the same reference, are in that one unit.
 
+A single reference is not a steady yardstick on a shared VM: its speed relative to other networks
+wanders by a few % from one group to the next (measured here: the same 16 networks timed in three
+consecutive groups shifted by up to 2%, and calibration networks re-timed minutes after a build by
+6-9%). So every group also times the same `YARDSTICK` whole networks (random, fixed by the seed), and
+its ratios are divided by the group's yardstick factor: the geometric mean over those networks of
+their ratio in the group / their geometric-mean ratio over the groups of whole networks
+(`group_factor`). Every entry
+is then relative to the same set of networks, and so is a later timing that includes them.
+
 The file is the build's state: after every group it is rewritten atomically (temp file, then
 `os.replace`), so an interrupted build resumes with what it already measured.
 """
@@ -33,11 +42,13 @@ from pcnas_tf import errors
 from pcnas_tf.latency import backends as backends_lib
 from pcnas_tf.latency import calibration
 
-# /2: paired `ratio` timings, `reference_ms`, the calibration's per-op offset. Older files are not
-# read (their cache key differs too, so the search rebuilds them).
-FORMAT = "pcnas_tf.latency_table/2"
-# Models timed together, interleaved (bounded so that a few hundred MB of interpreters is the most held).
+# /2: paired `ratio` timings, `reference_ms`, the calibration's per-op offset. /3: yardstick networks
+# in every group. Older files are not read (their cache key differs too, so the search rebuilds them).
+FORMAT = "pcnas_tf.latency_table/3"
+# Models timed together, interleaved (bounded so that a few hundred MB of interpreters is the most held),
+# the yardstick networks included.
 GROUP = 16
+YARDSTICK = 3
 # A table built with different values here measures something else: loading it is an error.
 IDENTITY_FIELDS = ("backend", "settings", "batch", "resolution", "channels", "num_classes", "space",
                    "width", "space_fingerprint")
@@ -98,6 +109,8 @@ class LatencyTable:
     calibration: the fit's scale, per-op offset, lambda and cross-validated error, and the networks
       it used.
     reference_arch, reference_ms: the network every timing was paired with, and its latency.
+    yardstick: `archs`, the networks timed in every group, and `reference_ratios`, their ratios over
+      the build (a later timing that includes them is put in the table's unit by `group_factor`).
   """
 
   def __init__(self, data: dict):
@@ -112,6 +125,7 @@ class LatencyTable:
     self.reference_arch = data.get("reference_arch")
     reference_ms = data.get("reference_ms")
     self.reference_ms = None if reference_ms is None else float(reference_ms)
+    self.yardstick = data.get("yardstick", {"archs": [], "reference_ratios": []})
 
   def costs(self, calibrated: bool = True) -> tuple[tuple[tuple[float, ...], ...], float]:
     """(ops_ms, base_ms) of the calibrated or the measured table."""
@@ -218,10 +232,14 @@ def reference_arch(space) -> str:
 
 
 def reference_model(space, metadata):
+  return network_model(space, metadata, reference_arch(space))
+
+
+def network_model(space, metadata, arch: str):
+  """The whole network `arch` (a compact string) at the table's input shape."""
   from pcnas_tf import model as model_lib  # pylint: disable=g-import-not-at-top
   image = (*metadata["resolution"], metadata["channels"])
-  return model_lib.build_model(space.parse_arch(reference_arch(space)), space, image,
-                               metadata["num_classes"])
+  return model_lib.build_model(space.parse_arch(arch), space, image, metadata["num_classes"])
 
 
 def random_archs(space, n: int, seed: int, exclude: Sequence[str] = ()) -> list[str]:
@@ -239,7 +257,6 @@ def random_archs(space, n: int, seed: int, exclude: Sequence[str] = ()) -> list[
 
 def _jobs(space, metadata, calibration_archs):
   """(key, input shape without batch, model factory) of every measurement the table needs."""
-  from pcnas_tf import model as model_lib  # pylint: disable=g-import-not-at-top
   from pcnas_tf import ops  # pylint: disable=g-import-not-at-top
   resolution, channels = tuple(metadata["resolution"]), metadata["channels"]
   image = (*resolution, channels)
@@ -251,8 +268,7 @@ def _jobs(space, metadata, calibration_archs):
     jobs += [(key, shape, lambda f=factory, s=shape: _input_model(s, f()))
              for key, shape, factory in row if factory is not None]
   for arch in calibration_archs:
-    jobs.append((f"arch/{arch}", image, lambda a=arch: model_lib.build_model(
-        space.parse_arch(a), space, image, metadata["num_classes"])))
+    jobs.append((f"arch/{arch}", image, lambda a=arch: network_model(space, metadata, a)))
   unique = {}
   for key, shape, factory in jobs:
     unique.setdefault(key, (key, shape, factory))
@@ -298,8 +314,10 @@ def _start_or_resume(output, metadata, space, calibration_archs, seed) -> dict:
     state = _read(output)
     check_metadata(state["metadata"], metadata, output, CACHE_FIELDS)
     return state
+  archs = random_archs(space, calibration_archs + YARDSTICK, seed)
   return {"format": FORMAT, "metadata": metadata, "complete": False, "measurements": {},
-          "calibration_archs": random_archs(space, calibration_archs, seed)}
+          "calibration_archs": archs[:calibration_archs], "group_of": {},
+          "yardstick": {"archs": archs[calibration_archs:], "ratios": []}}
 
 
 def _measure_missing(state, space, backend, output, progress, reference=None) -> None:
@@ -313,22 +331,51 @@ def _measure_missing(state, space, backend, output, progress, reference=None) ->
   image = (batch, *state["metadata"]["resolution"], state["metadata"]["channels"])
   if reference is None:
     reference = backend.prepare_reference(reference_model(space, state["metadata"]), image)
+  yardstick = state["yardstick"]["archs"]
+  per_group = max(1, GROUP - len(yardstick))
   with tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not progress,
             desc=f"latency table ({state['metadata']['backend']})", unit="model") as bar:
-    for start in range(0, len(todo), GROUP):
-      group = todo[start:start + GROUP]
-      timings = backend.measure_group([(factory(), (batch, *shape)) for _, shape, factory in group],
-                                      reference)
+    for start in range(0, len(todo), per_group):
+      group = todo[start:start + per_group]
+      models = [(factory(), (batch, *shape)) for _, shape, factory in group]
+      models += [(network_model(space, state["metadata"], arch), image) for arch in yardstick]
+      timings = backend.measure_group(models, reference)
+      index = len(state["yardstick"]["ratios"])
       for (key, _, _), timing in zip(group, timings):
         state["measurements"][key] = vars(timing)
+        state["group_of"][key] = index
+      state["yardstick"]["ratios"].append([t.ratio for t in timings[len(group):]])
       _write_atomic(output, state)
       keras.backend.clear_session()  # the models are throw-away; keep graph memory flat
       bar.update(len(group))
 
 
+def group_factor(ratios: Sequence[float], yardstick_ratios: Sequence[float]) -> float:
+  """How much faster the reference ran in one group than on average: the geometric mean over the
+  yardstick networks of their ratio in that group / their ratio over all groups (1 without any)."""
+  if not len(ratios):
+    return 1.0
+  return float(np.exp(np.mean(np.log(np.asarray(ratios, float) / np.asarray(yardstick_ratios, float)))))
+
+
+def _yardstick_ratios(groups) -> list[float]:
+  """Each yardstick network's geometric-mean ratio over `groups` (lists of ratios, one per network)."""
+  return [float(r) for r in np.exp(np.mean(np.log(np.asarray(groups, float)), axis=0))] if groups else []
+
+
 def _finish(state, space) -> None:
   """Turns the measurements into the measured and calibrated tables."""
-  metadata, measured = state["metadata"], state["measurements"]
+  metadata = state["metadata"]
+  yardstick = state["yardstick"]
+  # The reference runs faster among one-operator models (their small footprint leaves it the caches)
+  # than among whole networks: the yardstick is anchored on the groups that time whole networks, the
+  # context of every later timing, so that `reference_ms` stays in this machine's milliseconds.
+  whole = sorted({g for key, g in state["group_of"].items() if key.startswith("arch/")})
+  yardstick["reference_ratios"] = _yardstick_ratios(
+      [yardstick["ratios"][g] for g in whole] if whole else yardstick["ratios"])
+  factors = [group_factor(r, yardstick["reference_ratios"]) for r in yardstick["ratios"]]
+  measured = {key: _divide_ratio(m, factors[state["group_of"][key]]) for key, m in
+              state["measurements"].items()}
   reference_ms = _reference_ms(measured)
   value = lambda key: backends_lib.Timing(**measured[key]).value(metadata["settings"]["estimator"],
                                                                    reference_ms)
@@ -348,6 +395,10 @@ def _finish(state, space) -> None:
                          "cv_rmse_ms": _finite_or_none(fit.cv_rmse_ms), "networks": len(archs),
                          "model": fit.model, "group_scales": fit.group_scales}
   state["complete"] = True
+
+
+def _divide_ratio(timing: dict, factor: float) -> dict:
+  return {**timing, "ratio": timing["ratio"] / factor} if timing.get("ratio") else timing
 
 
 def stage_ids(space) -> list[int]:

@@ -1,5 +1,6 @@
 """Tests of building, resuming, calibrating, caching and loading latency tables (with a fake timer)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -95,18 +96,43 @@ def test_entries_are_ratios_in_the_unit_of_the_networks_own_minimum(built):
 
 
 def test_interrupted_build_resumes_without_remeasuring(tmp_path, built, monkeypatch):
-  monkeypatch.setattr(table_lib, "GROUP", 2)  # one file write per two models
   _, reference = built
+  yardstick = len(reference.yardstick["archs"])
+  monkeypatch.setattr(table_lib, "GROUP", 2 + yardstick)  # one file write per two models
   path = tmp_path / "tiny.json"
   with pytest.raises(KeyboardInterrupt):
-    _build(path, FakeBackend(fail_after=4))
+    _build(path, FakeBackend(fail_after=2 * (2 + yardstick)))
   assert len(json.loads(path.read_text())["measurements"]) == 4
   with pytest.raises(table_lib.TableError, match="unfinished"):
     table_lib.load_table(str(path))
   resumed = FakeBackend()
   table = _build(path, resumed)
-  assert resumed.calls == FakeBackend().calls + len(json.loads(path.read_text())["measurements"]) - 4
+  remaining = len(json.loads(path.read_text())["measurements"]) - 4
+  assert resumed.calls == remaining + -(-remaining // 2) * yardstick  # each group times the yardstick
   assert np.allclose(sum(table.ops_ms, ()), sum(reference.ops_ms, ()), atol=1e-9)
+
+
+class DriftingReferenceBackend(FakeBackend):
+  """The reference runs at another speed in every group, as on a shared VM: all ratios move with it."""
+
+  def __init__(self, speeds):
+    super().__init__()
+    self.speeds, self.groups = speeds, 0
+
+  def measure_group(self, jobs, reference):
+    speed = self.speeds[self.groups % len(self.speeds)]
+    self.groups += 1
+    return [dataclasses.replace(t, ratio=t.ratio / speed) for t in super().measure_group(jobs, reference)]
+
+
+def test_yardstick_cancels_a_reference_that_drifts_between_groups(tmp_path, built, monkeypatch):
+  _, steady = built
+  monkeypatch.setattr(table_lib, "GROUP", 2 + len(steady.yardstick["archs"]))  # several groups
+  drifting = _build(tmp_path / "drift.json", DriftingReferenceBackend((1.0, 1.3, 0.8, 1.1)))
+  np.testing.assert_allclose(sum(drifting.ops_ms, ()), sum(steady.ops_ms, ()), atol=1e-4)
+  raw = json.loads((tmp_path / "drift.json").read_text())["measurements"]
+  assert len({round(raw[k]["ratio"] / m["ratio"], 6)  # the stored (raw) ratios did drift
+              for k, m in json.loads(built[0].read_text())["measurements"].items()}) > 1
 
 
 def test_loading_a_table_for_another_batch_names_the_field(built):
