@@ -118,16 +118,17 @@ def test_per_stage_scales_win_when_stages_are_off_by_different_factors():
   assert error(grouped) < 0.5 * error(plain) and plain.model != "group_scale"
 
 
-def test_a_flexible_model_must_win_by_more_than_one_network():
+def test_the_per_op_ridge_must_win_by_more_than_one_network():
   rng = np.random.default_rng(7)
   simple = rng.normal(0, 0.03, 50)
-  # Better on average only through one network: not significant, the simpler model stays.
+  # Better on average only through one network: not significant, the few-parameter model stays.
   lucky = simple.copy()
   lucky[0] = 0.0
   simple[0] = 0.1
-  chosen = calibration._simplest_as_good([("table", 1.0, simple), ("ridge", 0.1, lucky)])
-  assert chosen[0] == "table"
-  # Better on every network by a little: significant, the flexible model wins.
+  assert calibration._choose([("table", 1.0, simple)], [("ridge", 0.1, lucky)])[0] == "table"
+  # Better on every network by a little: significant, the ridge wins.
   everywhere = rng.normal(0, 0.03, 50)
-  chosen = calibration._simplest_as_good([("table", 1.0, everywhere), ("ridge", 0.1, 0.9 * everywhere)])
-  assert chosen[0] == "ridge"
+  assert calibration._choose([("table", 1.0, everywhere)], [("ridge", 0.1, 0.9 * everywhere)])[0] == "ridge"
+  # Among few-parameter models the lowest CV error wins, however slightly.
+  assert calibration._choose([("table", 1.0, everywhere), ("constant", 1.0, 0.99 * everywhere)],
+                             [])[0] == "constant"
