@@ -15,9 +15,10 @@ many models together:
     are spread over the whole measurement instead of one short window;
   * paired with a reference network: each visit times the model (best of `repeats` calls) and then
     the reference; the `ratio` estimator is the median over rounds of model time / reference time,
-    times the reference's minimum over the whole build. A slowdown that affects both neighbours alike
-    cancels in the ratio, and the reference's minimum over thousands of spread-out runs is the quiet
-    machine's speed.
+    times a unit of milliseconds (table.py: from the networks' own minima, and each group's ratios
+    first divided by its yardstick networks' factor, as the reference's speed relative to other
+    networks moves from group to group). A slowdown that affects both neighbours alike cancels in
+    the ratio.
 Under load 4.7 that repeated to within 10% for all 50 networks (within 5% for 98%; median 1.5%),
 where the interleaved minimum alone had 2% of networks over 10% and 10% over 5%; over three passes
 a minute apart at load 4-6 it was 4.7% over 10% (the model's own interleaved minimum: 6%). What remained
