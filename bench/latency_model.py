@@ -33,7 +33,7 @@ Sizes are CPU-sized: batch 1 (the paper's batch 16 is a GPU setting; on this 2-c
 timed call ~16x longer without changing what is compared), `macro` at width 1.0 and 32x32 (CIFAR), and
 `small` at width 0.35 and 64x64.
 
-  .venv/bin/python -m bench.latency_model                  # both spaces, about 10 minutes under load 2-4
+  .venv/bin/python -m bench.latency_model                  # both spaces, about 11 minutes under load 1-2
   .venv/bin/python -m bench.latency_model --spaces=macro   # about 4 minutes
   .venv/bin/python -m bench.latency_model --backend=tf --spaces=macro
   .venv/bin/python -m bench.latency_model --quick          # about 4 minutes, smaller networks and counts

@@ -21,8 +21,8 @@ consecutive groups shifted by up to 2%, and calibration networks re-timed minute
 6-9%). So every group also times the same `YARDSTICK` whole networks (random, fixed by the seed), and
 its ratios are divided by the group's yardstick factor: the geometric mean over those networks of
 their ratio in the group / their geometric-mean ratio over the groups of whole networks
-(`group_factor`). Every entry
-is then relative to the same set of networks, and so is a later timing that includes them.
+(`group_factor`). Every entry is then relative to the same set of networks, and so is a later timing
+that includes them.
 
 The file is the build's state: after every group it is rewritten atomically (temp file, then
 `os.replace`), so an interrupted build resumes with what it already measured.
@@ -351,8 +351,9 @@ def _measure_missing(state, space, backend, output, progress, reference=None) ->
 
 
 def group_factor(ratios: Sequence[float], yardstick_ratios: Sequence[float]) -> float:
-  """How much faster the reference ran in one group than on average: the geometric mean over the
-  yardstick networks of their ratio in that group / their ratio over all groups (1 without any)."""
+  """How much faster the reference ran in one group than in the build: the geometric mean over the
+  yardstick networks of their ratio in that group / their ratio in the build's whole-network groups
+  (`LatencyTable.yardstick["reference_ratios"]`; 1 without a yardstick)."""
   if not len(ratios):
     return 1.0
   return float(np.exp(np.mean(np.log(np.asarray(ratios, float) / np.asarray(yardstick_ratios, float)))))
