@@ -92,8 +92,7 @@ def held_out_timings(backend, jobs, yardstick, reference, table, passes=2):
   Returns per pass (timings, factors): the raw timings of `jobs` and the yardstick factor of the
   group each was timed in (`table.group_factor`); ratio / factor is in the table's unit.
   """
-  size = max(1, latency.table.GROUP - len(yardstick))
-  groups = [list(jobs[start:start + size]) + list(yardstick) for start in range(0, len(jobs), size)]
+  groups = [list(chunk) + list(yardstick) for chunk in latency.table.chunks(jobs, len(yardstick))]
   if isinstance(backend, latency.backends.TensorRTBackend):
     time_group = lambda group, seed: backend.measure_group(group, reference)
   else:

@@ -332,11 +332,9 @@ def _measure_missing(state, space, backend, output, progress, reference=None) ->
   if reference is None:
     reference = backend.prepare_reference(reference_model(space, state["metadata"]), image)
   yardstick = state["yardstick"]["archs"]
-  per_group = max(1, GROUP - len(yardstick))
   with tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not progress,
             desc=f"latency table ({state['metadata']['backend']})", unit="model") as bar:
-    for start in range(0, len(todo), per_group):
-      group = todo[start:start + per_group]
+    for group in chunks(todo, len(yardstick)):
       models = [(factory(), (batch, *shape)) for _, shape, factory in group]
       models += [(network_model(space, state["metadata"], arch), image) for arch in yardstick]
       timings = backend.measure_group(models, reference)
@@ -348,6 +346,12 @@ def _measure_missing(state, space, backend, output, progress, reference=None) ->
       _write_atomic(output, state)
       keras.backend.clear_session()  # the models are throw-away; keep graph memory flat
       bar.update(len(group))
+
+
+def chunks(items: Sequence, yardstick: int) -> list:
+  """`items` split into the groups they are timed in: each leaves room for `yardstick` networks."""
+  size = max(1, GROUP - yardstick)
+  return [items[start:start + size] for start in range(0, len(items), size)]
 
 
 def group_factor(ratios: Sequence[float], yardstick_ratios: Sequence[float]) -> float:
@@ -416,9 +420,8 @@ def stage_ids(space) -> list[int]:
 
 def _reference_ms(measured) -> float:
   """The reference's latency for this build: `unit_ms` over its whole networks (all models if none)."""
-  paired = {key: m for key, m in measured.items() if m.get("ratio")}
-  networks = [m for key, m in paired.items() if key.startswith("arch/")] or list(paired.values())
-  return unit_ms(networks)
+  networks = [m for key, m in measured.items() if key.startswith("arch/") and m.get("ratio")]
+  return unit_ms(networks or list(measured.values()))
 
 
 def unit_ms(timings) -> float:
