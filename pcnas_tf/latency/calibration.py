@@ -42,6 +42,12 @@ FOLDS = 10
 # The per-op ridge is chosen only when its CV error is lower by this many standard errors (or by half,
 # see `_clearly_better`).
 SIGNIFICANCE = 2.0
+# CV errors closer than this, relative to the weighted latencies' RMS, are ties. Float rounding in the
+# fits (about 1e-16 relative) must not pick the model: with exact timings (the tests' fakes) every
+# penalty fits to round-off, and which one was lowest depended on the CPU's BLAS kernels, while the
+# weakly penalised fits leave the costs' common offset to the solver's tolerance (1e-4 ms apart). Real
+# timings differ in CV error by percent, far above this.
+TIE = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +151,7 @@ def fit(paths: Sequence[Sequence[int]], latencies_ms: Sequence[float],
   per_op = [("ridge", ridge_lambda,
              weights * _cv_residuals(features, target, weights, prior, timed, ridge_lambda, folds))
             for ridge_lambda in LAMBDAS]
-  kind, ridge_lambda, residuals = _choose(few, per_op)
+  kind, ridge_lambda, residuals = _choose(few, per_op, TIE * _rms(target * weights))
   rmse = _rms(residuals)
   if kind == "table":
     return Fit(*measured, 1.0, 0.0, float("inf"), rmse)
@@ -162,7 +168,7 @@ def fit(paths: Sequence[Sequence[int]], latencies_ms: Sequence[float],
              "ridge")
 
 
-def _choose(few, per_op):
+def _choose(few, per_op, tie: float):
   """The model to keep: the lowest CV error among the few-parameter models, unless the per-op ridge
   is clearly better than that (its lowest-error penalty; see `_clearly_better`).
 
@@ -171,16 +177,27 @@ def _choose(few, per_op):
   errors are close and noisy: in stored small-space builds it won the CV in one of five, by 1.3
   standard errors, and then predicted held-out networks worse than the per-stage scales (up to 20%
   off against 7%). So it has to earn its parameters.
+
+  Errors within `tie` of the lowest are ties, broken toward the simpler model: the first of `few`, and
+  the largest penalty (the best determined costs), so that round-off never makes the choice.
   """
-  best = min(few, key=lambda c: _rms(c[2]))
-  challenger = min(per_op, key=lambda c: _rms(c[2]), default=None)
-  return challenger if challenger is not None and _clearly_better(challenger[2], best[2]) else best
+  best = _lowest(few, tie)
+  challenger = _lowest(per_op[::-1], tie) if per_op else None
+  return challenger if challenger is not None and _clearly_better(challenger[2], best[2], tie) else best
 
 
-def _clearly_better(residuals, than) -> bool:
+def _lowest(candidates, tie: float):
+  """The first candidate whose CV error is within `tie` of the lowest."""
+  lowest = min(_rms(c[2]) for c in candidates)
+  return next(c for c in candidates if _rms(c[2]) <= lowest + tie)
+
+
+def _clearly_better(residuals, than, tie: float = 0.0) -> bool:
   """Lower mean squared error by more than `SIGNIFICANCE` standard errors of the paired difference
   over the networks, or by more than half (a handful of exact timings is too few for a standard
-  error to mean much)."""
+  error to mean much); never by less than `tie` in RMS."""
+  if _rms(than) - _rms(residuals) <= tie:
+    return False
   difference = np.square(than) - np.square(residuals)
   error = np.std(difference) / np.sqrt(len(difference))
   return bool(np.mean(difference) > SIGNIFICANCE * error or

@@ -125,10 +125,24 @@ def test_the_per_op_ridge_must_win_by_more_than_one_network():
   lucky = simple.copy()
   lucky[0] = 0.0
   simple[0] = 0.1
-  assert calibration._choose([("table", 1.0, simple)], [("ridge", 0.1, lucky)])[0] == "table"
+  assert calibration._choose([("table", 1.0, simple)], [("ridge", 0.1, lucky)], 0.0)[0] == "table"
   # Better on every network by a little: significant, the ridge wins.
   everywhere = rng.normal(0, 0.03, 50)
-  assert calibration._choose([("table", 1.0, everywhere)], [("ridge", 0.1, 0.9 * everywhere)])[0] == "ridge"
+  assert calibration._choose([("table", 1.0, everywhere)], [("ridge", 0.1, 0.9 * everywhere)], 0.0)[0] == "ridge"
   # Among few-parameter models the lowest CV error wins, however slightly.
   assert calibration._choose([("table", 1.0, everywhere), ("constant", 1.0, 0.99 * everywhere)],
-                             [])[0] == "constant"
+                             [], 0.0)[0] == "constant"
+
+
+def test_errors_at_round_off_are_ties_broken_toward_the_simpler_model():
+  """Exact timings fit every model to round-off; which residual is lowest must not pick the model."""
+  rng = np.random.default_rng(3)
+  noise = lambda: rng.normal(0, 1e-15, 20)
+  few = [("table", float("inf"), noise()), ("constant", float("inf"), noise() * 0.5)]
+  per_op = [("ridge", lam, noise() * (0.1 if lam == 1.0 else 1.0)) for lam in (0.01, 1.0, 100.0)]
+  assert calibration._choose(few, per_op, 1e-9)[0] == "table"
+  assert calibration._choose(few[1:], per_op, 1e-9)[0] == "constant"
+  # Without the tie the lowest round-off wins: the choice the rule removes.
+  assert calibration._choose(few[1:], per_op, 0.0)[:2] == ("ridge", 1.0)
+  # The largest penalty among tied ridges, when the ridge is clearly better than the few.
+  assert calibration._choose([("table", float("inf"), np.full(20, 0.1))], per_op, 1e-9)[1] == 100.0
