@@ -81,6 +81,7 @@ class TrainConfig:
   init_from_supergraph: str = ""     # a search work directory, or "" to train from scratch
   strategy: str = "mirrored"
   seed: int = 0
+  order_seed: int | None = None      # seeds the batch order and augmentation; None: data.seed
   search_result: str = ""
   pool_rank: int | None = None
   predicted: dict = dataclasses.field(default_factory=dict)  # the search's predicted_<kind> figures
@@ -285,7 +286,8 @@ class Training:
 
   def _epoch_dataset(self):
     """This epoch's batches: a pipeline seeded by (seed, epoch), so resumption needs no skipping."""
-    seed = self.config.data.seed + _EPOCH_SEED_STRIDE * self.epoch
+    order_seed = self.config.data.seed if self.config.order_seed is None else self.config.order_seed
+    seed = order_seed + _EPOCH_SEED_STRIDE * self.epoch
     data_config = dataclasses.replace(self.config.data, seed=seed)
     return data_lib.train_dataset(self.splits, data_config, self.config.batch_size, self.strategy,
                                   mixup_alpha=self.config.mixup)

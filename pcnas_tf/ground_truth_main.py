@@ -1,0 +1,75 @@
+r"""Builds (or resumes) a ground-truth table: networks of the macro space, each trained alone.
+
+  python -m pcnas_tf.ground_truth_main --flagfile=flags/ground_truth.cfg      # or: bazel run //pcnas_tf:ground_truth
+  python -m pcnas_tf.ground_truth_main --flagfile=flags/ground_truth.cfg --add_archs=01221020,22222222
+  python -m pcnas_tf.ground_truth_main --flagfile=flags/ground_truth.cfg --limit=10
+
+The table (--output) is rewritten atomically after every training: stop the build anywhere and run the
+same command again to continue. A table built with another schedule, split or draw is refused with the
+differing field named. --add_archs trains the given networks on demand (idempotent). Prints the noise
+ceiling (seed-to-seed Kendall tau) at the end.
+"""
+
+import dataclasses
+import os
+import sys
+
+from absl import flags
+
+from pcnas_tf import data_flags
+from pcnas_tf import errors
+from pcnas_tf import ground_truth
+
+_DEFAULT_FLAGFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                 "flags", "ground_truth.cfg")
+
+flags.DEFINE_string("output", "benchmarks/ground_truth_fashion_mnist.json", "The table's JSON file.")
+flags.DEFINE_string("work_root", "runs/ground_truth", "Scratch directory of the training in progress.")
+flags.DEFINE_float("width", 0.25, "Width multiplier of the macro space.")
+flags.DEFINE_integer("networks", 200, "Distinct networks drawn uniformly.")
+flags.DEFINE_integer("second_seed_every", 4, "Every k-th drawn network is trained with a second seed "
+                     "too (0: none); these come first.")
+flags.DEFINE_integer("draw_seed", 0, "Seed of the draw of networks.")
+flags.DEFINE_integer("epochs", 1, "Training epochs per network.")
+flags.DEFINE_integer("steps_per_epoch", 300, "Steps per epoch.")
+flags.DEFINE_integer("batch_size", 128, "Batch size.")
+flags.DEFINE_integer("eval_batch_size", 500, "Batch size of validation and test evaluation.")
+flags.DEFINE_float("learning_rate", 0.1, "Initial learning rate (cosine decay).")
+flags.DEFINE_float("final_learning_rate", 1e-3, "Learning rate at the end.")
+flags.DEFINE_float("momentum", 0.9, "Nesterov momentum.")
+flags.DEFINE_float("weight_decay", 1e-4, "L2 weight on convolution and dense kernels.")
+flags.DEFINE_integer("limit", None, "Stop after this many trainings (the build resumes later).")
+flags.DEFINE_list("add_archs", [], "Networks (compact strings) to train on demand and add.")
+flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+FLAGS = flags.FLAGS
+
+
+def config_from_flags() -> ground_truth.BuildConfig:
+  schedule = ground_truth.Schedule(
+      epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch, batch_size=FLAGS.batch_size,
+      learning_rate=FLAGS.learning_rate, final_learning_rate=FLAGS.final_learning_rate,
+      momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay, eval_batch_size=FLAGS.eval_batch_size)
+  return ground_truth.BuildConfig(width=FLAGS.width, data=dataclasses.replace(data_flags.data_config(), deterministic=True),
+                                  schedule=schedule, networks=FLAGS.networks,
+                                  second_seed_every=FLAGS.second_seed_every,
+                                  draw_seed=FLAGS.draw_seed).validate()
+
+
+def main(argv):
+  del argv
+  config = config_from_flags()
+  train = ground_truth.train_alone(FLAGS.work_root)
+  if FLAGS.add_archs:
+    ground_truth.add_networks(FLAGS.output, config, FLAGS.add_archs, train, progress=FLAGS.progress)
+  else:
+    ground_truth.build(FLAGS.output, config, train, FLAGS.progress, FLAGS.limit)
+  truth = ground_truth.load(FLAGS.output)
+  ceiling = ground_truth.noise_ceiling(truth)
+  print(f"{len(truth.entries)} networks in {FLAGS.output}; noise ceiling over {ceiling['networks']} "
+        f"networks with two seeds: Kendall {ceiling['kendall']:.3f} (top 10%: {ceiling['kendall_top']:.3f})")
+
+
+if __name__ == "__main__":
+  if len(sys.argv) == 1 and os.path.exists(_DEFAULT_FLAGFILE):
+    sys.argv.append(f"--flagfile={_DEFAULT_FLAGFILE}")
+  errors.run_main(main)
