@@ -25,8 +25,9 @@ $(VENV_STAMP): requirements.txt
 	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt
 	@touch $@
 
+# The user's whole job: search, retrain the chosen network, test, export, time it against the budget.
 search: setup
-	$(PYTHON) -m pcnas_tf.search_main --flagfile=flags/demo.cfg
+	$(PYTHON) -m pcnas_tf.pipeline_main --flagfile=flags/demo.cfg --flagfile=flags/retrain_demo.cfg
 
 # Everything but the multi-process cluster tests (`make test-multiworker`, which CI runs as well).
 test: setup

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pcnas_tf import console
 from pcnas_tf import data
 from pcnas_tf import errors
 from pcnas_tf import ops  # pylint: disable=unused-import  (registers the layers for deserialisation)
@@ -554,7 +555,8 @@ def saved_model_predictor(path: str, output: str = "probabilities") -> Predict:
 def tflite_predictor(path: str, num_threads: int = 1) -> Predict:
   """Runs a TFLite model with the LiteRT interpreter, resizing its batch to each input's."""
   from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
-  interpreter = Interpreter(model_path=path, num_threads=num_threads)
+  with console.native_stderr_held():  # LiteRT's "Created ... XNNPACK delegate" line
+    interpreter = Interpreter(model_path=path, num_threads=num_threads)
   input_index = interpreter.get_input_details()[0]["index"]
   output_index = interpreter.get_output_details()[0]["index"]
 

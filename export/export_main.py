@@ -10,6 +10,10 @@ int8 calibration images come from the validation carve-out of its training split
 <output_dir>/export_result.json; a parity failure exits non-zero with them.
 """
 
+from pcnas_tf import console  # pylint: disable=g-bad-import-order
+
+console.quiet_startup()  # before anything below imports TensorFlow
+
 import json
 
 from absl import flags

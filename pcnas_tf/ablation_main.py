@@ -8,6 +8,10 @@ Takes every search flag of //pcnas_tf:search as the base config of the three row
 standalone/, the stand-alone training of its chosen architecture) and ablation_result.json. Runs resume.
 """
 
+from pcnas_tf import console  # pylint: disable=g-bad-import-order
+
+console.quiet_startup()  # before anything below imports TensorFlow
+
 import os
 
 from absl import flags

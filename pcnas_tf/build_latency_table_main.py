@@ -6,6 +6,10 @@
 With --cache_dir instead of --output the table is reused when one with the same metadata exists there.
 """
 
+from pcnas_tf import console  # pylint: disable=g-bad-import-order
+
+console.quiet_startup()  # before anything below imports TensorFlow
+
 from absl import flags
 
 from pcnas_tf import errors

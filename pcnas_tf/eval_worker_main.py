@@ -12,6 +12,10 @@ It exits with status 0 when the search is finished or when the chief stops answe
 seconds.
 """
 
+from pcnas_tf import console  # pylint: disable=g-bad-import-order
+
+console.quiet_startup()  # before anything below imports TensorFlow
+
 import dataclasses
 
 from absl import flags

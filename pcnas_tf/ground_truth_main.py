@@ -10,6 +10,10 @@ differing field named. --add_archs trains the given networks on demand (idempote
 ceiling (seed-to-seed Kendall tau) at the end.
 """
 
+from pcnas_tf import console  # pylint: disable=g-bad-import-order
+
+console.quiet_startup()  # before anything below imports TensorFlow
+
 import dataclasses
 import os
 import sys

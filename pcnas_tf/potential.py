@@ -17,6 +17,7 @@ Cached prefixes are exact because a layer's output depends only on its input, in
 """
 
 import collections
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -42,9 +43,12 @@ class PotentialEvaluator:
     self.batch_stats, self.reuse_prefix = bn_mode == "batch", reuse_prefix
     self.forward_calls = 0
     # One traced function per piece (stem, each mixop, head) serves every path and every interval:
-    # L + 2 traces in all, while a function per (start, stop) would retrace at every interval.
+    # L + 2 traces in all, while a function per (start, stop) would retrace at every interval. A
+    # function of its own per mixop, as one function traced once per mixop reads as retracing to
+    # TensorFlow, which then warns.
     self._stem = tf.function(self._stem_fn)
-    self._mixop = tf.function(self._mixop_fn)
+    self._mixop_fns = [tf.function(functools.partial(self._mixop_fn, index=index))
+                       for index in range(len(supergraph.mixops))]
     self._head_accuracy = tf.function(self._head_accuracy_fn)
     self._correct = tf.function(self._correct_fn)
 
@@ -59,6 +63,9 @@ class PotentialEvaluator:
 
   def _correct_fn(self, images, labels, path):
     return _accuracy(self.supergraph(images, path, batch_stats=self.batch_stats), labels)
+
+  def _mixop(self, x, path, index):
+    return self._mixop_fns[index](x, path)
 
   def _run(self, x, path, start, stop):
     for index in range(start, stop):

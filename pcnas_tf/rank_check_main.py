@@ -10,6 +10,10 @@ Takes every search flag of //pcnas_tf:search for the two searches it runs (unles
 rank_result.json, rank.png, standalone/<arch>/ and, when it searches, pcnas/ and oneshot/.
 """
 
+from pcnas_tf import console  # pylint: disable=g-bad-import-order
+
+console.quiet_startup()  # before anything below imports TensorFlow
+
 import os
 
 from absl import flags

@@ -59,11 +59,12 @@ FLAGS = flags.FLAGS
 FLAGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags")
 
 
-def use_default_flagfile(name: str) -> None:
-  """Reads flags/`name` first when the command line names no flag file (a bare `bazel run`)."""
-  path = os.path.join(FLAGS_DIR, name)
-  if not any(arg.startswith("--flagfile") for arg in sys.argv[1:]) and os.path.exists(path):
-    sys.argv.insert(1, f"--flagfile={path}")
+def use_default_flagfile(*names: str) -> None:
+  """Reads flags/`names` first when the command line names no flag file (a bare `bazel run`)."""
+  if any(arg.startswith("--flagfile") for arg in sys.argv[1:]):
+    return
+  paths = [os.path.join(FLAGS_DIR, name) for name in names]
+  sys.argv[1:1] = [f"--flagfile={path}" for path in paths if os.path.exists(path)]
 
 
 def config_from_flags() -> search_lib.SearchConfig:

@@ -16,6 +16,10 @@ distributed mode), the search serves its potential evaluations to workers (`pcna
 instead of scoring them itself; see README, "A pool of evaluation workers".
 """
 
+from pcnas_tf import console  # pylint: disable=g-bad-import-order
+
+console.quiet_startup()  # before anything below imports TensorFlow
+
 import os
 
 from absl import flags

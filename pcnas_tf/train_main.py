@@ -11,6 +11,10 @@ pool; data and space settings default to the search's), --arch (with --space and
 checkpoints/. Started again in the same work directory, an unfinished training resumes.
 """
 
+from pcnas_tf import console  # pylint: disable=g-bad-import-order
+
+console.quiet_startup()  # before anything below imports TensorFlow
+
 import dataclasses
 import os
 import sys

@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from pcnas_tf import console
 from pcnas_tf import errors
 
 ESTIMATORS = ("ratio", "min", "median")
@@ -259,7 +260,8 @@ class TFLiteBackend(Backend):
     flatbuffer = to_tflite(model, input_shape)
     calls = []
     for _ in range(instances or self.INSTANCES):
-      interpreter = Interpreter(model_content=flatbuffer, num_threads=self.config.threads)
+      with console.native_stderr_held():  # LiteRT's "Created ... XNNPACK delegate" line
+        interpreter = Interpreter(model_content=flatbuffer, num_threads=self.config.threads)
       interpreter.allocate_tensors()
       interpreter.set_tensor(interpreter.get_input_details()[0]["index"], _random_input(input_shape))
       calls.append(interpreter.invoke)
