@@ -383,14 +383,21 @@ def export_tflite(model: keras.Model, path: str, representative=None) -> None:
       float32 input and output tensors, so callers feed it exactly what they feed the float one.
   """
   function = probabilities_function(model)
-  # No trackable object: with one the converter keeps resource variables (READ_VARIABLE ops), which
-  # int8 calibration cannot run; without, it folds the weights into constants. `model` keeps them alive.
-  converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
+  # Converted without the SavedModel detour (as `backends.to_tflite`): the weights are frozen into
+  # constants, so no READ_VARIABLE op remains for int8 calibration to trip on, and passing the model as
+  # the trackable object keeps the converter off its deprecated path.
+  converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], model)
+  converter.experimental_lower_to_saved_model = False
   if representative is not None:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = _as_representative(representative)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-  content = converter.convert()
+  with warnings.catch_warnings():
+    # TensorFlow's own calibrate-then-quantize flow first converts with an int8 inference type and no
+    # input statistics, and warns about it (convert.py: "we should ideally raise an error here, but we
+    # don't"); the calibration then supplies them. It asks nothing of the user.
+    warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+    content = converter.convert()
   with open(_fresh(path), "wb") as f:
     f.write(content)
 
@@ -557,6 +564,7 @@ def tflite_predictor(path: str, num_threads: int = 1) -> Predict:
   from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
   with console.native_stderr_held():  # LiteRT's "Created ... XNNPACK delegate" line
     interpreter = Interpreter(model_path=path, num_threads=num_threads)
+    interpreter.allocate_tensors()
   input_index = interpreter.get_input_details()[0]["index"]
   output_index = interpreter.get_output_details()[0]["index"]
 
@@ -568,7 +576,6 @@ def tflite_predictor(path: str, num_threads: int = 1) -> Predict:
     interpreter.invoke()
     return interpreter.get_tensor(output_index).copy()
 
-  interpreter.allocate_tensors()
   return predict
 
 

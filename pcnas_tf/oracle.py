@@ -23,6 +23,7 @@ per-Oracle lock, as the gRPC handlers do (`_synchronized`).
 
 import functools
 import json
+import math
 import threading
 import time
 
@@ -189,7 +190,8 @@ class PCNASOracle(keras_tuner.Oracle):
       return
     member = member_of(trial.hyperparameters.values)
     for choice in range(self.num_choices[self.interval]):
-      metric = trial.metrics.get_last_value(potential_name(choice))
+      name = potential_name(choice)
+      metric = trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None
       self.potentials[_key(member + (choice,))] = float("nan") if metric is None else float(metric)
     if len(self.potentials) == len(self.candidates()):
       self._update_pool()
@@ -235,9 +237,12 @@ class PCNASOracle(keras_tuner.Oracle):
 def report(oracle, trial, metrics) -> None:
   """Reports a scored trial: its `metrics` (potentials), then its end, as keras-tuner's protocol has it.
 
-  `oracle` is a `PCNASOracle` or a keras-tuner `OracleClient` of one (the same two calls).
+  `oracle` is a `PCNASOracle` or a keras-tuner `OracleClient` of one (the same two calls). A candidate
+  with no feasible completion has no potential (NaN): it is not reported, which `end_trial` reads as
+  NaN as well, since keras-tuner's metric tracker warns on an all-NaN metric.
   """
-  oracle.update_trial(trial.trial_id, metrics)
+  oracle.update_trial(trial.trial_id, {name: value for name, value in metrics.items()
+                                       if math.isfinite(value)})
   trial.status = "COMPLETED"
   oracle.end_trial(trial)
 

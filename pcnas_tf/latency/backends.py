@@ -262,7 +262,7 @@ class TFLiteBackend(Backend):
     for _ in range(instances or self.INSTANCES):
       with console.native_stderr_held():  # LiteRT's "Created ... XNNPACK delegate" line
         interpreter = Interpreter(model_content=flatbuffer, num_threads=self.config.threads)
-      interpreter.allocate_tensors()
+        interpreter.allocate_tensors()
       interpreter.set_tensor(interpreter.get_input_details()[0]["index"], _random_input(input_shape))
       calls.append(interpreter.invoke)
     return calls
