@@ -48,6 +48,16 @@ class Retraining:
   se: bool = False
   eval_batch_size: int = 500
 
+  def validate(self):
+    """Checks the settings `train_lib.TrainConfig.validate` would, before the search spends anything."""
+    space = space_lib.macro_space()
+    try:
+      train_lib.TrainConfig(space=space, arch=space.arch_from_indices([0] * len(space.layers)),
+                            **dataclasses.asdict(self)).validate()
+    except errors.UserError as error:  # its messages name train_main's flags; these are --retrain_*
+      raise errors.UserError(str(error).replace("(--", "(--retrain_")) from error
+    return self
+
 
 def retrain_config(search_result: dict, result_path: str, retraining: Retraining) -> train_lib.TrainConfig:
   """The chosen network's training config, with the search's data, space and seed."""
@@ -79,6 +89,7 @@ def run_pipeline(search_config: search_lib.SearchConfig, work_dir: str, retraini
   """Runs (or resumes) every stage in `work_dir`; returns what pipeline_result.json holds."""
   start = time.time()
   errors.check_at_least(latency_runs, 1, "Latency runs (--latency_runs)")
+  retraining.validate()
   result_path = os.path.join(work_dir, search_lib.RESULT_FILE)
   search = search_lib.run_search(search_config, work_dir, overwrite, progress)
   trained = _retrain(search, result_path, os.path.join(work_dir, RETRAIN_DIR), retraining, overwrite,

@@ -78,3 +78,18 @@ def test_native_stderr_is_held_back_unless_the_block_fails_or_verbose(verbose, r
                         cwd=REPO, timeout=60)
   assert done.returncode == 0 and done.stderr.endswith("after\n")
   assert ("native noise" in done.stderr) == shown
+
+
+@pytest.mark.parametrize("flag, sentence", [
+    ("--retrain_epochs=0", "Epochs (--retrain_epochs) is 0; it must be at least 1."),
+    ("--retrain_learning_rate=-1", "Learning rate (--retrain_learning_rate) is -1.0; it must be > 0."),
+    ("--retrain_mixup=-0.5", "MixUp alpha (--retrain_mixup) is -0.5"),
+    ("--latency_runs=0", "Latency runs (--latency_runs) is 0; it must be at least 1."),
+])
+def test_bad_pipeline_flags_fail_in_one_sentence_before_anything_is_written(tmp_path, flag, sentence):
+  work_dir = tmp_path / "run"
+  done = subprocess.run([sys.executable, "-m", "pcnas_tf.pipeline_main", f"--work_dir={work_dir}", flag],
+                        capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert done.returncode == 2 and "Traceback" not in done.stderr
+  assert done.stderr.strip().splitlines()[-1].startswith(f"error: {sentence}")
+  assert not work_dir.exists()
