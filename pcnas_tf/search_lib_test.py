@@ -145,6 +145,17 @@ def test_rejected_overwrite_keeps_the_earlier_search(tiny_config, tmp_path, no_c
   assert testing.read_json(tmp_path / "config.json") == json.loads(json.dumps(tiny_config.to_json()))
 
 
+def test_eval_worker_checks_its_copy_of_the_data_before_building_the_supergraph(tiny_config,
+                                                                               monkeypatch):
+  from pcnas_tf import remote_eval  # pylint: disable=g-import-not-at-top
+  from pcnas_tf import supergraph as supergraph_lib  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(supergraph_lib, "Supergraph", lambda *a, **k: pytest.fail("built"))
+  data = dataclasses.replace(tiny_config.data, validation=40)  # this machine's data: fewer images
+  with pytest.raises(errors.UserError, match="32 x 2 batches needs 64 images but the validation "
+                     "carve-out holds 40"):
+    remote_eval.worker_evaluator(dataclasses.replace(tiny_config, data=data))
+
+
 @pytest.mark.parametrize("change, message", [
     ({"checkpoint_every": 0}, r"Checkpoint interval \(--checkpoint_every\) is 0; it must be at least 1"),
     ({"budget": "fast"}, r"Cannot read flops budget 'fast'"),
