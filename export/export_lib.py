@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pcnas_tf import checkpoint
 from pcnas_tf import console
 from pcnas_tf import data
 from pcnas_tf import errors
@@ -282,12 +283,16 @@ def _pool_latency(content: dict, space, arch, spec_file) -> float | None:
 
 
 def check_output_dir(path: str, overwrite: bool) -> None:
-  """Raises if `path` exists without `overwrite`, or is a file."""
+  """Raises if `path` exists without `overwrite`, is a file, or cannot be written or created."""
   if os.path.exists(path) and not overwrite:
     raise ExportError(f"Output directory {path!r} already exists; pass --overwrite to replace its "
                       f"exports.")
   if os.path.exists(path) and not os.path.isdir(path):
     raise ExportError(f"Output path {path!r} exists and is not a directory.")
+  try:
+    checkpoint.check_writable_dir(path, "Output directory", "--output_dir")
+  except errors.UserError as error:
+    raise ExportError(str(error)) from error
 
 
 def prepare_output_dir(path: str, overwrite: bool) -> None:

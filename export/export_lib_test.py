@@ -197,6 +197,15 @@ def test_existing_output_dir_needs_overwrite(tmp_path):
   assert (tmp_path / "keep.txt").exists()  # --overwrite replaces exports, never the user's other files.
 
 
+def test_output_dir_that_cannot_be_created_is_refused_before_anything_is_written(tmp_path):
+  (tmp_path / "file").write_text("")
+  with pytest.raises(export_lib.ExportError, match=r"Cannot create output directory .* is a file, "
+                     r"not a directory; choose another --output_dir\."):
+    export_lib.check_output_dir(str(tmp_path / "file" / "export"), overwrite=False)
+  export_lib.check_output_dir(str(tmp_path / "new" / "export"), overwrite=False)
+  assert not (tmp_path / "new").exists()
+
+
 def test_int8_needs_a_representative_dataset(loaded, parity_images, tmp_path):
   config = export_lib.ExportConfig(output_dir=str(tmp_path / "out"), formats=("tflite_int8",))
   with pytest.raises(export_lib.ExportError, match="needs a representative dataset"):

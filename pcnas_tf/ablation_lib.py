@@ -86,6 +86,16 @@ def train_alone(config: search_lib.SearchConfig, space, arch, epochs: int, work_
                                 progress)
 
 
+def check_standalone_data(config: search_lib.SearchConfig, space, splits) -> None:
+  """Raises `UserError` unless `splits` can train architectures of `space` alone (`train_alone`).
+
+  The checks read only the data settings of the training, the same for every architecture, so they are
+  made with any one before a search has chosen them.
+  """
+  any_arch = space.arch_from_indices([0] * space.num_layers)
+  train_lib.check_splits(standalone_config(config, space, any_arch, 1), splits)
+
+
 # Searches --------------------------------------------------------------------------------------------
 
 
@@ -137,6 +147,7 @@ def run_grid(config: search_lib.SearchConfig, work_dir: str, overwrite=False, pr
 def run_ablation(config: AblationConfig, work_dir: str, overwrite=False, progress=True) -> dict:
   """Runs Table 3's grid in `work_dir`; returns what ablation_result.json holds."""
   config.validate()
+  check_grid(config, work_dir, overwrite, progress)
   _prepare(work_dir, config)
   searches = run_grid(config.search, work_dir, overwrite, progress)
   space = space_lib.get_space(config.search.space, config.search.width)
@@ -154,11 +165,23 @@ def run_ablation(config: AblationConfig, work_dir: str, overwrite=False, progres
   return result
 
 
+def check_grid(config: AblationConfig, work_dir: str, overwrite=False, progress=True) -> None:
+  """Makes every check of the grid's searches and trainings before the first one starts.
+
+  The work directories, the data sizes against the searches' and the trainings' batches, the budget
+  against the costs (a latency table is built here once, and read from its cache by the searches).
+  """
+  checkpoint.check_writable_dir(work_dir)
+  for training, method in GRID:
+    row = dataclasses.replace(config.search, training=training, search=method)
+    search_lib.check_work_dir(os.path.join(work_dir, row_name(training, method)), row, overwrite)
+  space = space_lib.get_space(config.search.space, config.search.width)
+  splits, _ = search_lib.load_checked(config.search, space, progress)
+  check_standalone_data(config.search, space, splits)
+
+
 def _prepare(work_dir: str, config: AblationConfig) -> None:
-  try:
-    os.makedirs(work_dir, exist_ok=True)
-  except OSError as error:
-    raise errors.UserError(f"Cannot create work directory {work_dir!r}: {error.strerror}.") from error
+  checkpoint.make_dir(work_dir)
   checkpoint.write_json(os.path.join(work_dir, CONFIG_FILE), config.to_json())
 
 

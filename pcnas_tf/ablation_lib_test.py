@@ -29,6 +29,51 @@ def tiny_ablation(tiny_search, tmp_path_factory):
   return work_dir, ablation_lib.run_ablation(config, work_dir, progress=False)
 
 
+def _train_only_folder(root):
+  """An image folder of 2 classes x 12 PNGs of 8x8 with a train split and no test split."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for label in ("a", "b"):
+    os.makedirs(os.path.join(root, "train", label))
+    for i in range(12):
+      png = tf.io.encode_png(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).numpy()
+      with open(os.path.join(root, "train", label, f"{i}.png"), "wb") as f:
+        f.write(png)
+  return str(root)
+
+
+@pytest.fixture(name="no_searches")
+def no_searches_fixture(monkeypatch):
+  monkeypatch.setattr(search_lib, "run_search", lambda *a, **k: pytest.fail("a search ran"))
+
+
+def test_data_without_a_test_split_is_refused_before_any_search(tiny_search, tmp_path, no_searches):
+  data = dataclasses.replace(tiny_search.data, dataset="image_folder", validation=4,
+                             data_dir=_train_only_folder(tmp_path / "images"))
+  search = dataclasses.replace(tiny_search, data=data, batch_size=4, eval_batch_size=2)
+  with pytest.raises(errors.UserError, match="has no test split"):
+    ablation_lib.run_ablation(ablation_lib.AblationConfig(search), str(tmp_path / "run"), progress=False)
+  assert not (tmp_path / "run").exists()
+
+
+def test_validation_batches_that_do_not_fit_are_refused_before_any_search(tiny_search, tmp_path,
+                                                                          no_searches):
+  search = dataclasses.replace(tiny_search, eval_batch_size=128, eval_batches=2)
+  with pytest.raises(errors.UserError, match="128 x 2 batches needs 256 images"):
+    ablation_lib.run_ablation(ablation_lib.AblationConfig(search), str(tmp_path / "run"), progress=False)
+  assert not (tmp_path / "run").exists()
+
+
+def test_row_of_another_trained_config_is_refused_before_any_search(tiny_search, tmp_path, no_searches):
+  row = os.path.join(str(tmp_path), ablation_lib.row_name("pcnas", "pcnas"))
+  search_lib.prepare_work_dir(row, dataclasses.replace(tiny_search, pool_size=3), overwrite=False)
+  checkpoint.save(os.path.join(row, "checkpoints"), 1, [], {})
+  with pytest.raises(errors.UserError, match="pool_size was 3, now 2"):
+    ablation_lib.run_ablation(ablation_lib.AblationConfig(tiny_search), str(tmp_path), progress=False)
+  assert not (tmp_path / ablation_lib.CONFIG_FILE).exists()
+
+
 def test_standalone_training_has_the_supergraphs_budget_and_recipe(tiny_search):
   space = testing.tiny_space()
   arch = space.arch_from_indices((1, 0, 1))

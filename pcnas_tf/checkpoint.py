@@ -80,6 +80,39 @@ def _checkpoints(directory: str):
   return [os.path.join(directory, n) for n in names]
 
 
+def has_checkpoints(directory: str) -> bool:
+  """Whether `directory` holds a complete checkpoint (trained state a run could resume from)."""
+  return bool(_checkpoints(directory))
+
+
+def check_writable_dir(path: str, what: str = "Work directory", flag: str = "--work_dir") -> None:
+  """Raises `UserError` unless `path` is a writable directory or could be created; writes nothing.
+
+  `what` names the directory in the message ("Work directory") and `flag` the setting to change.
+  """
+  if os.path.exists(path):
+    if not os.path.isdir(path):
+      raise errors.UserError(f"{what} {path!r} exists and is not a directory; choose another {flag}.")
+    if not os.access(path, os.W_OK | os.X_OK):
+      raise errors.UserError(f"{what} {path!r} is not writable; choose another {flag}.")
+    return
+  ancestor = os.path.dirname(os.path.abspath(path))
+  while not os.path.exists(ancestor):
+    ancestor = os.path.dirname(ancestor)
+  if not os.path.isdir(ancestor) or not os.access(ancestor, os.W_OK | os.X_OK):
+    reason = "is not writable" if os.path.isdir(ancestor) else "is a file, not a directory"
+    raise errors.UserError(f"Cannot create {what.lower()} {path!r}: {ancestor!r} {reason}; choose "
+                           f"another {flag}.")
+
+
+def make_dir(path: str, what: str = "Work directory") -> None:
+  """Creates `path` (and its parents); raises `UserError` naming the reason if that fails."""
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as error:
+    raise errors.UserError(f"Cannot create {what.lower()} {path!r}: {error.strerror}.") from error
+
+
 def config_differences(saved, wanted, prefix=""):
   """`field was X, now Y` for every leaf where two JSON configs differ (to tell a user what changed)."""
   if isinstance(saved, dict) and isinstance(wanted, dict):

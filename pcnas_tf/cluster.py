@@ -143,18 +143,18 @@ def lost_workers_reported(work_dir: str, task: Task):
         f"in {work_dir!r}.") from error
 
 
-def run_job(work_dir: str, multi_worker: bool, prepare, make_job):
+def run_job(work_dir: str, multi_worker: bool, check, make_job, prepare):
   """Runs a job (a search or a training) in `work_dir` as this process' task; returns its result.
 
-  One process, or the chief of a cluster: `prepare()` the work directory, hold its lock and run
-  `make_job(True)`. Any other task of a cluster runs `make_job(False)`, which writes only to its own
-  output directory (`output_dir`), removed at the end. In a cluster a lost peer becomes one clear
+  One process, or the chief of a cluster: `check()` the work directory without writing to it, make the
+  job with `make_job(True)` (which loads the data and makes every check that needs it), and only
+  then create and lock `work_dir`, `prepare()` it (write its config) and run the job: a rejected run
+  leaves nothing behind. Any other task of a cluster runs `make_job(False)`, which writes only to its
+  own output directory (`output_dir`), removed at the end. In a cluster a lost peer becomes one clear
   error (`lost_workers_reported`).
   """
   if not multi_worker:
-    prepare()
-    with checkpoint.WorkDirLock(work_dir):
-      return make_job(True).run()
+    return _run_chief(work_dir, check, make_job, prepare)
   task = task_from_env()
   with lost_workers_reported(work_dir, task):
     if not task.is_chief:
@@ -163,9 +163,16 @@ def run_job(work_dir: str, multi_worker: bool, prepare, make_job):
         return job.run()
       finally:
         remove_output_dir(job.out_dir, work_dir)
+    return _run_chief(work_dir, check, make_job, prepare)
+
+
+def _run_chief(work_dir: str, check, make_job, prepare):
+  check()
+  job = make_job(True)
+  checkpoint.make_dir(work_dir)
+  with checkpoint.WorkDirLock(work_dir):
     prepare()
-    with checkpoint.WorkDirLock(work_dir):
-      return make_job(True).run()
+    return job.run()
 
 
 def gather(strategy, values) -> np.ndarray:

@@ -535,6 +535,54 @@ def eval_dataset(splits: Splits, config: DataConfig, global_batch_size: int, str
       lambda context: eval_pipeline(splits, config, global_batch_size, context, split))
 
 
+def check_train_batch(splits: Splits, batch_size: int, steps_per_epoch: int = 0) -> None:
+  """Raises `DataError` if one pass over the training split (`steps_per_epoch` 0) has no full batch."""
+  if not steps_per_epoch and splits.num_train < batch_size:
+    raise DataError(f"Batch size {batch_size} is larger than the {splits.num_train} training images; "
+                    f"use at most {splits.num_train} (--batch_size), or set --steps_per_epoch.")
+
+
+def check_validation_batches(splits: Splits, config: DataConfig, batch_size: int, num_batches: int,
+                             min_train: int = 1) -> None:
+  """Raises `DataError` unless `num_batches` batches of `batch_size` fit in the validation carve-out.
+
+  The message names settings that fit: fewer or smaller batches, or (when the training split can
+  spare the images and keep `min_train`) a larger `--validation` for the batches asked for.
+  """
+  held = splits.num_validation
+  if batch_size * num_batches <= held:
+    return
+  size = min(batch_size, held)
+  count = min(num_batches, held // size)
+  fix = (f"use at most {held} images in {_batches(count, size)} (--eval_batch_size={size} "
+         f"--eval_batches={count})")
+  for larger_size in dict.fromkeys((batch_size, size)):  # the batch size asked for, if it can be
+    larger = _validation_for(config, larger_size * num_batches, splits.num_train + held, min_train)
+    if larger is not None and (larger_size, num_batches) != (size, count):
+      fix += (f", or --validation={larger} for {num_batches} batch{'es' if num_batches > 1 else ''} "
+              f"of {larger_size}")
+      break
+  raise DataError(f"Validation batch size {batch_size} x {num_batches} "
+                  f"batch{'es' if num_batches > 1 else ''} needs {batch_size * num_batches} images "
+                  f"but the validation carve-out holds {held}: {fix}.")
+
+
+def _batches(count: int, size: int) -> str:
+  return "1 batch" if count == 1 else f"{count} batches of {size}"
+
+
+def _validation_for(config: DataConfig, needed: int, total: int, min_train: int):
+  """A `--validation` value in the style of `config.validation` (count or fraction) that carves
+  `needed` of `total` images out and leaves `min_train`; None if there is none."""
+  if needed > total - min_train:
+    return None
+  hundredths = -(-100 * needed // total)  # the smallest fraction in hundredths that is enough
+  fraction = hundredths / 100
+  if isinstance(config.validation, float) and round(fraction * total) <= total - min_train:
+    return fraction
+  return needed
+
+
 class ValidationBatches:
   """A fixed set of preprocessed validation mini-batches in memory, drawn by index.
 
@@ -550,12 +598,7 @@ class ValidationBatches:
 
   def __init__(self, splits: Splits, config: DataConfig, batch_size: int, num_batches: int | None = None):
     available = splits.num_validation // batch_size
-    if available < 1:
-      raise DataError(f"Validation batch size {batch_size} is larger than the {splits.num_validation} "
-                      f"validation images; use at most {splits.num_validation}.")
-    if num_batches is not None and not 1 <= num_batches <= available:
-      raise DataError(f"{num_batches} validation batches of {batch_size} do not fit in the "
-                      f"{splits.num_validation} validation images; allowed: 1..{available} batches.")
+    check_validation_batches(splits, config, batch_size, num_batches or max(available, 1))
     dataset = splits.validation.shuffle(min(_SHUFFLE_BUFFER, splits.num_validation), seed=config.seed,
                                         reshuffle_each_iteration=False)
     dataset = _eval_batches(dataset, splits, batch_size, deterministic=True, drop_remainder=True)

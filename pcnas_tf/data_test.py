@@ -296,10 +296,48 @@ def test_validation_batches_are_fixed_for_a_seed(fashion):
 def test_more_validation_batches_than_images_is_an_error(fashion):
   config = fashion[0]
   splits = data.load(config)
-  with pytest.raises(data.DataError, match=r"4 validation batches of 16 .* allowed: 1..3 batches"):
+  with pytest.raises(data.DataError, match=r"batch size 16 x 4 batches needs 64 images but the "
+                     r"validation carve-out holds 50: use at most 50 images in 3 batches of 16 "
+                     r"\(--eval_batch_size=16 --eval_batches=3\), or --validation=64 for 4 "
+                     r"batches of 16\.$"):
     data.ValidationBatches(splits, config, batch_size=16, num_batches=4)
-  with pytest.raises(data.DataError, match=r"batch size 64 is larger than the 50 validation images"):
+  with pytest.raises(data.DataError, match=r"batch size 64 x 1 batch needs 64 images but the "
+                     r"validation carve-out holds 50: use at most 50 images in 1 batch "
+                     r"\(--eval_batch_size=50 --eval_batches=1\), or --validation=64 for 1 batch of 64\.$"):
     data.ValidationBatches(splits, config, batch_size=64)
+
+
+def _counts(num_train, num_validation):
+  """`Splits` with only the counts, which is all the size checks read."""
+  return data.Splits(None, None, None, 8, (48, 48, 3), num_train, num_validation, 0, (48, 48), True)
+
+
+@pytest.mark.parametrize("validation, batch_size, message", [
+    (0.1, 256, r"Validation batch size 256 x 4 batches needs 1024 images but the validation carve-out "
+               r"holds 96: use at most 96 images in 1 batch \(--eval_batch_size=96 --eval_batches=1\), "
+               r"or --validation=0.4 for 4 batches of 96\.$"),
+    (0.1, 96, r"batch size 96 x 4 batches needs 384 images .* or --validation=0.4 for 4 batches of 96"),
+    (96, 32, r"32 x 4 batches needs 128 .* in 3 batches of 32 .* or --validation=128 for 4 batches of 32"),
+])
+def test_validation_batch_error_names_settings_that_fit(validation, batch_size, message):
+  config = data.DataConfig(dataset="image_folder", validation=validation)
+  with pytest.raises(data.DataError, match=message):
+    data.check_validation_batches(_counts(864, 96), config, batch_size, 4, min_train=128)
+  data.check_validation_batches(_counts(864, 96), config, 96, 1)
+  data.check_validation_batches(_counts(864, 96), config, 24, 4)
+
+
+def test_validation_batch_error_offers_no_carve_out_that_leaves_too_few_training_images():
+  with pytest.raises(data.DataError, match=r"in 1 batch \(--eval_batch_size=96 --eval_batches=1\)\.$"):
+    data.check_validation_batches(_counts(864, 96), data.DataConfig(validation=0.1), 256, 4, 900)
+
+
+def test_batch_larger_than_the_training_split_is_an_error_unless_steps_are_set():
+  with pytest.raises(data.DataError, match=r"Batch size 1000 is larger than the 864 training images; "
+                     r"use at most 864 \(--batch_size\), or set --steps_per_epoch\."):
+    data.check_train_batch(_counts(864, 96), 1000)
+  data.check_train_batch(_counts(864, 96), 1000, steps_per_epoch=5)
+  data.check_train_batch(_counts(864, 96), 864)
 
 
 # Image folders and other sources ---------------------------------------------------------------------

@@ -108,9 +108,7 @@ def select_archs(result: dict, sampler, k: int, source: str, rng: np.random.Gene
   Raises:
     UserError: if the space has fewer than `k` feasible architectures.
   """
-  if sampler.count() < k:
-    raise errors.UserError(f"Only {sampler.count()} architectures fit the budget; ask for at most that "
-                           f"many with --num_archs, or raise --budget.")
+  check_num_archs(sampler, k)
   chosen = []
   if source == "pool":
     candidates = [tuple(c) for c in result["intervals"][-1]["candidates"]] if result["intervals"] else []
@@ -127,6 +125,13 @@ def select_archs(result: dict, sampler, k: int, source: str, rng: np.random.Gene
     path = tuple(sampler.sample((), 1, rng)[0])
     chosen += [path] if path not in chosen else []
   return chosen
+
+
+def check_num_archs(sampler, k: int) -> None:
+  """Raises `UserError` if fewer than `k` architectures fit the budget of `sampler`."""
+  if sampler.count() < k:
+    raise errors.UserError(f"Only {sampler.count()} architectures fit the budget; ask for at most that "
+                           f"many with --num_archs, or raise --budget.")
 
 
 # Supergraph accuracy ----------------------------------------------------------------------------------
@@ -175,7 +180,8 @@ def search_dirs(config: RankConfig, work_dir: str, overwrite=False, progress=Tru
 def run_rank_check(config: RankConfig, work_dir: str, overwrite=False, progress=True) -> dict:
   """Runs the ranking study in `work_dir`; returns what rank_result.json holds."""
   config.validate()
-  os.makedirs(work_dir, exist_ok=True)
+  check_study(config, work_dir, overwrite, progress)
+  checkpoint.make_dir(work_dir)
   timings, start = {}, time.time()
   dirs = search_dirs(config, work_dir, overwrite, progress)
   timings["searches_s"], start = time.time() - start, time.time()
@@ -198,6 +204,29 @@ def run_rank_check(config: RankConfig, work_dir: str, overwrite=False, progress=
   checkpoint.write_json(os.path.join(work_dir, RESULT_FILE), result)
   plot_ranking(result, os.path.join(work_dir, PLOT_FILE))
   return result
+
+
+def check_study(config: RankConfig, work_dir: str, overwrite=False, progress=True) -> None:
+  """Makes every check of the study's searches, trainings and scoring before the first one starts.
+
+  The work directories, the data sizes against the searches' and the trainings' batches and the
+  validation batches, the budget against the costs (a latency table is built here once, and read
+  from its cache later) and K against the feasible architectures.
+  """
+  checkpoint.check_writable_dir(work_dir)
+  given = {"pcnas": config.pcnas_dir, "oneshot": config.oneshot_dir}
+  for name, training, method in SUPERGRAPHS:
+    if not given[name]:
+      search = dataclasses.replace(config.search, training=training, search=method)
+      search_lib.check_work_dir(os.path.join(work_dir, name), search, overwrite)
+  if config.pcnas_dir:
+    with open(os.path.join(config.pcnas_dir, search_lib.RESULT_FILE)) as f:
+      space = space_lib.SearchSpace.from_json(json.load(f)["space"])
+  else:
+    space = space_lib.get_space(config.search.space, config.search.width)
+  splits, constraint = search_lib.load_checked(config.search, space, progress)
+  ablation_lib.check_standalone_data(config.search, space, splits)
+  check_num_archs(constraint.sampler, config.num_archs)
 
 
 def _standalone(config, space, path, work_dir, overwrite, progress) -> dict:

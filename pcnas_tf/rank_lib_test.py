@@ -83,6 +83,22 @@ def test_inherited_weights_score_like_the_supergraphs_own_path(bn_mode, training
   assert accuracy == [pytest.approx(0.75)]
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"num_archs": 100}, r"Only \d+ architectures fit the budget; ask for at most that many"),
+    ({"search": {"eval_batch_size": 128, "eval_batches": 2}}, "128 x 2 batches needs 256 images"),
+    ({"search": {"batch_size": 1000, "steps_per_epoch": 0}}, "Batch size 1000 is larger than the 472"),
+])
+def test_bad_input_is_refused_before_any_search_or_write(tmp_path, monkeypatch, change, message):
+  monkeypatch.setattr(rank_lib.search_lib, "run_search", lambda *a, **k: pytest.fail("a search ran"))
+  config = rank_lib.RankConfig(testing.tiny_search_config(str(tmp_path)), num_archs=4)
+  if "search" in change:
+    change = {"search": dataclasses.replace(config.search, **change["search"])}
+  with pytest.raises(errors.UserError, match=message):
+    rank_lib.run_rank_check(dataclasses.replace(config, **change), str(tmp_path / "run"),
+                            progress=False)
+  assert not (tmp_path / "run").exists()
+
+
 @pytest.fixture(scope="module")
 def tiny_rank(tmp_path_factory):
   root = tmp_path_factory.mktemp("rank")

@@ -293,6 +293,7 @@ def worker_evaluator(config):
   keras.utils.set_random_seed(config.seed)
   space = space_lib.get_space(config.space, config.width)
   splits = data_lib.load(config.data, min_resolution=space.total_stride)
+  search_lib.check_splits(config, splits)  # this machine's copy of the data may differ from the chief's
   supergraph = supergraph_lib.Supergraph(space, splits.image_shape, splits.num_classes)
   return search_lib.potential_evaluator(config, supergraph, splits)
 

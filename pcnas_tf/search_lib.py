@@ -18,6 +18,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import time
 
 import keras
@@ -31,6 +32,7 @@ from pcnas_tf import constraint as constraint_lib
 from pcnas_tf import data as data_lib
 from pcnas_tf import errors
 from pcnas_tf import evolution
+from pcnas_tf import latency
 from pcnas_tf import oracle as oracle_lib
 from pcnas_tf import pool as pool_lib
 from pcnas_tf import potential as potential_lib
@@ -87,6 +89,12 @@ class SearchConfig:
     errors.check_at_least(self.batch_size, 1, "Batch size (--batch_size)")
     errors.check_at_least(self.eval_batches, 1, "Evaluation batches (--eval_batches)")
     errors.check_at_least(self.eval_batch_size, 1, "Evaluation batch size (--eval_batch_size)")
+    errors.check_at_least(self.checkpoint_every, 1, "Checkpoint interval (--checkpoint_every)")
+    errors.check_at_least(self.latency_batch, 1, "Latency batch (--latency_batch)")
+    errors.check_one_of(self.constraint, latency.KINDS, "Constraint")
+    if self.constraint == "latency":
+      errors.check_one_of(self.latency_backend, latency.BACKENDS, "Latency backend")
+    latency.check_budget(self.budget, self.constraint)
     errors.check_one_of(self.sampling, SAMPLING, "Sampling")
     errors.check_one_of(self.bn_mode, potential_lib.BN_MODES, "BN mode")
     errors.check_one_of(self.training, TRAINING, "Training")
@@ -113,7 +121,7 @@ class Search:
     self.multi_worker = self.task.num_tasks > 1
     self.progress = progress and self.task.is_chief
     self.out_dir = cluster_lib.output_dir(work_dir, self.task)
-    self.splits = data_lib.load(config.data, min_resolution=self.space.total_stride)
+    self.splits, self.constraint = load_checked(config, self.space, progress)
     self.steps_per_epoch = config.steps_per_epoch or max(1, self.splits.num_train // config.batch_size)
     self.total_steps = max(1, self.total_epochs * self.steps_per_epoch)
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -121,8 +129,6 @@ class Search:
     self.trainer = trainer_lib.SupergraphTrainer(
         self.space, self.splits.image_shape, self.splits.num_classes, self.strategy, config.batch_size,
         schedule, config.momentum, True, config.weight_decay)
-    self.constraint = constraint_lib.build(self.space, self.splits.image_shape,
-                                           self.splits.num_classes, config, progress)
     self.num_choices = tuple(len(layer.choices) for layer in self.space.layers)
     self.oracle = oracle_lib.PCNASOracle(self.num_choices, config.pool_size, seed=config.seed,
                                          lease_timeout=serve.lease_timeout if serve else None)
@@ -135,7 +141,7 @@ class Search:
     self.epoch, self.step_in_epoch, self.checkpoints = 0, 0, 0
     self.timings = {"warmup_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
     self.log = []
-    self.writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "tensorboard"))
+    self.writer = None  # created by `run`: nothing is written before every check has passed
     self._iterator = None
     self._potential_evaluator = None
 
@@ -146,6 +152,7 @@ class Search:
     return self.config.warmup_epochs + self.space.num_layers * self.config.interval_epochs
 
   def run(self):
+    self.writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "tensorboard"))
     self._restore()
     pool_search = self.config.training == "pcnas" or self.config.search == "pcnas"
     with remote_eval.serving(self.oracle, self.serve):
@@ -452,37 +459,89 @@ def versions():
           "keras": keras.__version__, "keras_tuner": keras_tuner.__version__, "numpy": np.__version__}
 
 
-def prepare_work_dir(work_dir: str, config: SearchConfig, overwrite: bool):
-  """Creates `work_dir`, or checks that its checkpoints belong to `config`."""
-  try:
-    os.makedirs(work_dir, exist_ok=True)
-  except OSError as error:
-    raise errors.UserError(f"Cannot create work directory {work_dir!r}: {error.strerror}.") from error
-  if not os.access(work_dir, os.W_OK):
-    raise errors.UserError(f"Work directory {work_dir!r} is not writable; choose another --work_dir.")
+def check_splits(config: SearchConfig, splits: data_lib.Splits) -> None:
+  """Raises `UserError` unless the data sizes fit the batch sizes: checked before anything is trained.
+
+  Training needs a full batch per pass (unless `steps_per_epoch` is set), and the potentials need
+  `eval_batches` batches of `eval_batch_size` from the validation carve-out.
+  """
+  data_lib.check_train_batch(splits, config.batch_size, config.steps_per_epoch)
+  min_train = 1 if config.steps_per_epoch else config.batch_size
+  data_lib.check_validation_batches(splits, config.data, config.eval_batch_size, config.eval_batches,
+                                    min_train)
+
+
+def load_checked(config: SearchConfig, space, progress=True):
+  """(data splits, `constraint.SearchConstraint`) of a search, after every check that needs them.
+
+  In this order, cheapest first: the resolution against the space's total stride (`data.load`), the
+  data sizes against the batch sizes (`check_splits`), then the budget against the costs, for which a
+  latency constraint builds its table (or reads it from the cache). Nothing is trained or written to
+  the work directory.
+  """
+  splits = data_lib.load(config.data, min_resolution=space.total_stride)
+  check_splits(config, splits)
+  constraint = constraint_lib.build(space, splits.image_shape, splits.num_classes, config, progress)
+  return splits, constraint
+
+
+_OUTPUTS = ("checkpoints", "oracle", "tensorboard", RESULT_FILE)
+
+
+def has_trained_state(work_dir: str) -> bool:
+  """Whether `work_dir` holds a checkpoint or a result, which only --overwrite may replace."""
+  return (checkpoint.has_checkpoints(os.path.join(work_dir, "checkpoints"))
+          or os.path.exists(os.path.join(work_dir, RESULT_FILE)))
+
+
+def check_work_dir(work_dir: str, config: SearchConfig, overwrite: bool) -> bool:
+  """Raises `UserError` unless `config` may run in `work_dir`; writes nothing.
+
+  A work directory may be written, and it either holds this config's search (to resume), no trained
+  state (a rejected or never started run: taken over), or `overwrite` is set.
+
+  Returns:
+    True if the run starts afresh there (earlier outputs are to be removed), False if it resumes.
+  """
+  checkpoint.check_writable_dir(work_dir)
   config_path = os.path.join(work_dir, "config.json")
-  if overwrite:
-    for name in ("checkpoints", "oracle", "tensorboard", RESULT_FILE):
+  if overwrite or not has_trained_state(work_dir):
+    return True
+  if not os.path.exists(config_path):
+    return False
+  with open(config_path) as f:
+    saved = json.load(f)
+  differences = checkpoint.config_differences(saved, json.loads(json.dumps(config.to_json())))
+  if differences:
+    raise errors.UserError(f"Work directory {work_dir!r} holds a search with a different config "
+                           f"({'; '.join(differences[:3])}); use --overwrite to start afresh or "
+                           f"another --work_dir.")
+  return False
+
+
+def prepare_work_dir(work_dir: str, config: SearchConfig, overwrite: bool):
+  """Checks `work_dir` (`check_work_dir`), creates it and writes `config` to its config.json.
+
+  A fresh start removes the outputs of an earlier run there first.
+  """
+  fresh = check_work_dir(work_dir, config, overwrite)
+  checkpoint.make_dir(work_dir)
+  if fresh:
+    for name in _OUTPUTS:
       path = os.path.join(work_dir, name)
       if os.path.isdir(path):
-        import shutil  # pylint: disable=g-import-not-at-top
         shutil.rmtree(path)
       elif os.path.exists(path):
         os.remove(path)
-  elif os.path.exists(config_path):
-    with open(config_path) as f:
-      saved = json.load(f)
-    differences = checkpoint.config_differences(saved, json.loads(json.dumps(config.to_json())))
-    if differences:
-      raise errors.UserError(f"Work directory {work_dir!r} holds a search with a different config "
-                             f"({'; '.join(differences[:3])}); use --overwrite to start afresh or "
-                             f"another --work_dir.")
-  checkpoint.write_json(config_path, config.to_json())
+  checkpoint.write_json(os.path.join(work_dir, "config.json"), config.to_json())
 
 
 def run_search(config: SearchConfig, work_dir: str, overwrite=False, progress=True,
                collective_timeout_s=trainer_lib.COLLECTIVE_TIMEOUT_S, serve=None) -> dict:
   """Runs (or resumes) a search in `work_dir` and returns the result written to search_result.json.
+
+  Every check (settings, work directory, data sizes against the batch sizes, the budget against the
+  costs) is made before anything is trained or written to `work_dir`.
 
   Under `--strategy=multi_worker` every task calls this with the same arguments and a shared
   `work_dir`; only the chief prepares, locks and writes it (see cluster.py).
@@ -493,5 +552,7 @@ def run_search(config: SearchConfig, work_dir: str, overwrite=False, progress=Tr
   """
   config.validate()
   return cluster_lib.run_job(
-      work_dir, config.strategy == "multi_worker", lambda: prepare_work_dir(work_dir, config, overwrite),
-      lambda chief: Search(config, work_dir, progress, collective_timeout_s, serve if chief else None))
+      work_dir, config.strategy == "multi_worker",
+      lambda: check_work_dir(work_dir, config, overwrite),
+      lambda chief: Search(config, work_dir, progress, collective_timeout_s, serve if chief else None),
+      lambda: prepare_work_dir(work_dir, config, overwrite))

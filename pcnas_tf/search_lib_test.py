@@ -66,10 +66,123 @@ def test_second_search_on_a_locked_work_dir_is_refused(tiny_config, tmp_path):
 
 def test_work_dir_of_another_config_is_refused_unless_overwritten(tiny_config, tmp_path):
   search_lib.prepare_work_dir(str(tmp_path), tiny_config, overwrite=False)
+  checkpoint.save(str(tmp_path / "checkpoints"), 1, [], {})  # trained state
   other = dataclasses.replace(tiny_config, pool_size=3)
   with pytest.raises(errors.UserError, match="pool_size was 2, now 3.*--overwrite"):
     search_lib.prepare_work_dir(str(tmp_path), other, overwrite=False)
   search_lib.prepare_work_dir(str(tmp_path), other, overwrite=True)
+
+
+def test_work_dir_without_trained_state_is_taken_over_by_another_config(tiny_config, tmp_path):
+  search_lib.prepare_work_dir(str(tmp_path), dataclasses.replace(tiny_config, pool_size=3), False)
+  (tmp_path / "tensorboard").mkdir()
+  search_lib.prepare_work_dir(str(tmp_path), tiny_config, overwrite=False)
+  assert testing.read_json(tmp_path / "config.json")["pool_size"] == 2
+  assert not (tmp_path / "tensorboard").exists()
+
+
+@pytest.fixture(name="no_training")
+def no_training_fixture(monkeypatch):
+  """Makes the first training step of a search fail the test."""
+  def train_step(*args):
+    raise AssertionError("a training step ran before the run was rejected")
+  monkeypatch.setattr(trainer_lib.SupergraphTrainer, "train_step", train_step)
+
+
+@pytest.fixture(name="no_costs")
+def no_costs_fixture(monkeypatch, no_training):
+  """Makes building the constraint (a latency table for latency) fail the test, and any training."""
+  def build(*args, **kwargs):
+    raise AssertionError("the constraint was built before the data sizes were checked")
+  monkeypatch.setattr(search_lib.constraint_lib, "build", build)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"eval_batch_size": 64, "eval_batches": 4},
+     r"Validation batch size 64 x 4 batches needs 256 images but the validation carve-out holds 128: "
+     r"use at most 128 images in 2 batches of 64 \(--eval_batch_size=64 --eval_batches=2\), or "
+     r"--validation=256 for 4 batches of 64\.$"),
+    ({"eval_batch_size": 256, "eval_batches": 1},
+     r"batch size 256 x 1 batch needs 256 .* holds 128: use at most 128 images in 1 batch"),
+    ({"steps_per_epoch": 0, "batch_size": 1000},
+     r"Batch size 1000 is larger than the 472 training images; use at most 472"),
+    ({"data": {"resolution": 1}}, r"Resolution 1 is smaller than the network's total stride 2"),
+])
+def test_data_that_does_not_fit_is_refused_before_costs_training_or_writing(
+    tiny_config, tmp_path, no_costs, change, message):
+  if "data" in change:
+    change = {"data": dataclasses.replace(tiny_config.data, **change["data"])}
+  work_dir = tmp_path / "run"
+  with pytest.raises(errors.UserError, match=message):
+    search_lib.run_search(dataclasses.replace(tiny_config, **change), str(work_dir), progress=False)
+  assert not work_dir.exists()
+
+
+def test_budget_below_the_costs_is_refused_before_training_or_writing(tiny_config, tmp_path,
+                                                                      no_training):
+  with pytest.raises(errors.UserError, match=r"below the minimum achievable flops"):
+    search_lib.run_search(dataclasses.replace(tiny_config, budget="1000"), str(tmp_path / "run"),
+                          progress=False)
+  assert not (tmp_path / "run").exists()
+
+
+def test_corrected_command_runs_in_the_work_dir_of_a_rejected_one(tiny_config, tmp_path):
+  work_dir = str(tmp_path / "run")
+  rejected = dataclasses.replace(tiny_config, eval_batch_size=128, eval_batches=2)
+  with pytest.raises(errors.UserError, match="128 x 2 batches needs 256 images"):
+    search_lib.run_search(rejected, work_dir, progress=False)
+  corrected = dataclasses.replace(rejected, eval_batch_size=64)
+  assert search_lib.run_search(corrected, work_dir, progress=False)["final_pool"]
+
+
+def test_rejected_overwrite_keeps_the_earlier_search(tiny_config, tmp_path, no_costs):
+  search_lib.prepare_work_dir(str(tmp_path), tiny_config, overwrite=False)
+  checkpoint.save(str(tmp_path / "checkpoints"), 1, [], {})
+  with pytest.raises(errors.UserError, match="needs 256 images"):
+    search_lib.run_search(dataclasses.replace(tiny_config, eval_batch_size=128), str(tmp_path),
+                          overwrite=True, progress=False)
+  assert checkpoint.has_checkpoints(str(tmp_path / "checkpoints"))
+  assert testing.read_json(tmp_path / "config.json") == json.loads(json.dumps(tiny_config.to_json()))
+
+
+def test_eval_worker_checks_its_copy_of_the_data_before_building_the_supergraph(tiny_config,
+                                                                               monkeypatch):
+  from pcnas_tf import remote_eval  # pylint: disable=g-import-not-at-top
+  from pcnas_tf import supergraph as supergraph_lib  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(supergraph_lib, "Supergraph", lambda *a, **k: pytest.fail("built"))
+  data = dataclasses.replace(tiny_config.data, validation=40)  # this machine's data: fewer images
+  with pytest.raises(errors.UserError, match="32 x 2 batches needs 64 images but the validation "
+                     "carve-out holds 40"):
+    remote_eval.worker_evaluator(dataclasses.replace(tiny_config, data=data))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"checkpoint_every": 0}, r"Checkpoint interval \(--checkpoint_every\) is 0; it must be at least 1"),
+    ({"budget": "fast"}, r"Cannot read flops budget 'fast'"),
+    ({"budget": "1.5ms"}, r"Cannot read flops budget '1.5ms'"),
+    ({"budget": "150%"}, r"Budget fraction '150%' must be between 0 and 1"),
+    ({"constraint": "energy"}, r"Constraint 'energy' is unknown; allowed: latency, flops, params"),
+    ({"constraint": "latency", "latency_backend": "gpu"}, r"Latency backend 'gpu' is unknown"),
+    ({"latency_batch": 0}, r"Latency batch \(--latency_batch\) is 0"),
+])
+def test_settings_are_refused_before_the_data_is_read(tiny_config, tmp_path, no_costs, monkeypatch,
+                                                      change, message):
+  def load(*args, **kwargs):
+    raise AssertionError("the data was read before the settings were checked")
+  monkeypatch.setattr(search_lib.data_lib, "load", load)
+  with pytest.raises(errors.UserError, match=message):
+    search_lib.run_search(dataclasses.replace(tiny_config, **change), str(tmp_path / "run"),
+                          progress=False)
+  assert not (tmp_path / "run").exists()
+
+
+def test_unusable_work_dir_is_refused_before_the_data_is_read(tiny_config, tmp_path, monkeypatch):
+  monkeypatch.setattr(search_lib.data_lib, "load", lambda *a, **k: pytest.fail("data was read"))
+  (tmp_path / "file").write_text("")
+  for work_dir, message in ((tmp_path / "file", "exists and is not a directory"),
+                            (tmp_path / "file" / "run", "Cannot create work directory .* is a file")):
+    with pytest.raises(errors.UserError, match=message):
+      search_lib.run_search(tiny_config, str(work_dir), progress=False)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -108,6 +108,8 @@ class TrainConfig:
       raise errors.UserError(
           f"--init_from_supergraph={self.init_from_supergraph} needs --nose: the supergraph has no "
           f"squeeze-and-excitation weights to inherit.")
+    if self.init_from_supergraph:
+      _check_search_checkpoint(self.init_from_supergraph)
     return self
 
   def to_json(self) -> dict:
@@ -185,25 +187,42 @@ def _read_json(path: str, what: str):
 # The work directory ---------------------------------------------------------------------------------
 
 
+def check_work_dir(work_dir: str, config: TrainConfig, overwrite: bool) -> bool:
+  """Raises `UserError` unless `config` may train in `work_dir`; writes nothing.
+
+  A work directory may be written, and it either is empty or new, holds an unfinished training of
+  `config` (to resume), holds no trained state (a rejected or never started run: taken over), or
+  `overwrite` is set.
+
+  Returns:
+    True if the training starts afresh there (earlier outputs are to be removed), False if it resumes.
+  """
+  checkpoint.check_writable_dir(work_dir)
+  if overwrite or not os.path.isdir(work_dir):
+    return True
+  if not [name for name in os.listdir(work_dir) if name != ".lock"]:
+    return True
+  _check_resumable(work_dir, config)
+  return not checkpoint.has_checkpoints(os.path.join(work_dir, CHECKPOINT_DIR))
+
+
 def prepare_work_dir(work_dir: str, config: TrainConfig, overwrite: bool) -> None:
-  """Creates `work_dir`, or checks that it holds an unfinished run of `config` to resume.
+  """Checks `work_dir` (`check_work_dir`), creates it and writes `config` to its config.json.
+
+  A fresh start removes the outputs of an earlier run there first.
 
   Raises:
-    UserError: if it holds other files, another config's run, or a finished run, without `overwrite`.
+    UserError: if it holds other files, another config's trained run, or a finished run, without
+      `overwrite`.
   """
-  if overwrite:
+  if check_work_dir(work_dir, config, overwrite):
     for name in _OUTPUTS:
       path = os.path.join(work_dir, name)
       if os.path.isdir(path):
         shutil.rmtree(path)
       elif os.path.exists(path):
         os.remove(path)
-  elif os.path.isdir(work_dir) and os.listdir(work_dir):
-    _check_resumable(work_dir, config)
-  try:
-    os.makedirs(work_dir, exist_ok=True)
-  except OSError as error:
-    raise errors.UserError(f"Cannot create work directory {work_dir!r}: {error.strerror}.") from error
+  checkpoint.make_dir(work_dir)
   checkpoint.write_json(os.path.join(work_dir, CONFIG_FILE), config.to_json())
 
 
@@ -213,6 +232,8 @@ def _check_resumable(work_dir: str, config: TrainConfig) -> None:
     what = "a finished training" if os.path.exists(config_path) else "files of something else"
     raise errors.UserError(f"Work directory {work_dir!r} already exists and holds {what}; pass "
                            f"--overwrite to train afresh there, or choose another --work_dir.")
+  if not checkpoint.has_checkpoints(os.path.join(work_dir, CHECKPOINT_DIR)):
+    return  # no trained state: any config may take the directory over
   saved = _read_json(config_path, "Training config")
   differences = checkpoint.config_differences(saved, json.loads(json.dumps(config.to_json())))
   if differences:
@@ -237,7 +258,7 @@ class Training:
     self.progress = progress and self.task.is_chief
     self.out_dir = cluster_lib.output_dir(work_dir, self.task)
     self.splits = data_lib.load(config.data, min_resolution=config.space.total_stride)
-    _check_splits(self.splits, config)
+    check_splits(config, self.splits)
     self.steps_per_epoch = config.steps_per_epoch or self.splits.num_train // config.batch_size
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, config.epochs * self.steps_per_epoch,
@@ -251,11 +272,12 @@ class Training:
         from_logits=True, label_smoothing=config.label_smoothing, reduction=None)
     self.decayed = [v for v in self.model.trainable_variables if v.path.split("/")[-1] in _DECAYED_WEIGHTS]
     self.epoch, self.wall_time, self.log = 0, 0.0, []
-    self.writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "tensorboard"))
+    self.writer = None  # created by `run`: nothing is written before every check has passed
     self._train_step = tf.function(self._distributed_train_step)
     self._eval_step = tf.function(self._distributed_eval_step, reduce_retracing=True)
 
   def run(self) -> dict:
+    self.writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "tensorboard"))
     if not self._restore() and self.config.init_from_supergraph:
       inherit_from_search(self.config.init_from_supergraph, self.config, self.model)
     while self.epoch < self.config.epochs:
@@ -404,13 +426,12 @@ class Training:
     return result
 
 
-def _check_splits(splits: data_lib.Splits, config: TrainConfig) -> None:
+def check_splits(config: TrainConfig, splits: data_lib.Splits) -> None:
+  """Raises `UserError` unless `splits` can train `config`: checked before anything is trained."""
   if splits.test is None:
     raise data_lib.DataError(f"Dataset {config.data.dataset!r} has no test split (one of "
                              f"{', '.join(data_lib.TEST_SPLITS)}) to report accuracy on; add one.")
-  if not config.steps_per_epoch and splits.num_train < config.batch_size:
-    raise errors.UserError(f"Batch size {config.batch_size} is larger than the {splits.num_train} "
-                           f"training images; use at most {splits.num_train}, or set --steps_per_epoch.")
+  data_lib.check_train_batch(splits, config.batch_size, config.steps_per_epoch)
 
 
 def _assign(variables, arrays, source: str) -> None:
@@ -435,15 +456,20 @@ def inherit_from_search(search_dir: str, config: TrainConfig, model: keras.Model
       supergraph is not of `config.space` (another space or width).
   """
   directory = os.path.join(search_dir, "checkpoints")
+  _check_search_checkpoint(search_dir)
   found = checkpoint.latest(directory)
-  if found is None:
-    raise errors.UserError(f"--init_from_supergraph={search_dir} has no search checkpoint in "
-                           f"{directory!r}; give the work directory of a search.")
   supergraph = supergraph_lib.Supergraph(config.space, model.input_shape[1:],
                                          model.get_layer("head").num_classes)
   # The search stores the supergraph's variables first, then the optimizer's slots.
   _assign(supergraph.variables, found[0], directory)
   model_lib.inherit_weights(supergraph, config.arch, model)
+
+
+def _check_search_checkpoint(search_dir: str) -> None:
+  directory = os.path.join(search_dir, "checkpoints")
+  if not checkpoint.has_checkpoints(directory):
+    raise errors.UserError(f"--init_from_supergraph={search_dir} has no search checkpoint in "
+                           f"{directory!r}; give the work directory of a search.")
 
 
 def save_model_atomically(model: keras.Model, path: str) -> None:
@@ -465,5 +491,6 @@ def run_training(config: TrainConfig, work_dir: str, overwrite=False, progress=T
   """
   config.validate()
   return cluster_lib.run_job(
-      work_dir, config.strategy == "multi_worker", lambda: prepare_work_dir(work_dir, config, overwrite),
-      lambda chief: Training(config, work_dir, progress, collective_timeout_s))
+      work_dir, config.strategy == "multi_worker", lambda: check_work_dir(work_dir, config, overwrite),
+      lambda chief: Training(config, work_dir, progress, collective_timeout_s),
+      lambda: prepare_work_dir(work_dir, config, overwrite))

@@ -154,12 +154,59 @@ def test_existing_work_dir_needs_overwrite(config, tmp_path):
     train_lib.prepare_work_dir(str(tmp_path), config, overwrite=False)
   train_lib.prepare_work_dir(str(tmp_path), config, overwrite=True)
   assert (tmp_path / "notes.txt").exists()  # --overwrite replaces only the training's own files
+  checkpoint.save(str(tmp_path / train_lib.CHECKPOINT_DIR), 1, [], {})  # trained state
   with pytest.raises(errors.UserError, match="different config \\(epochs was 2, now 3\\)"):
     train_lib.prepare_work_dir(str(tmp_path), dataclasses.replace(config, epochs=3), overwrite=False)
   train_lib.prepare_work_dir(str(tmp_path), config, overwrite=False)  # an unfinished run resumes
   _write_json(tmp_path / train_lib.RESULT_FILE, {})
   with pytest.raises(errors.UserError, match="holds a finished training"):
     train_lib.prepare_work_dir(str(tmp_path), config, overwrite=False)
+
+
+def test_work_dir_without_trained_state_is_taken_over_by_another_config(config, tmp_path):
+  train_lib.prepare_work_dir(str(tmp_path), dataclasses.replace(config, epochs=3), overwrite=False)
+  train_lib.prepare_work_dir(str(tmp_path), config, overwrite=False)
+  assert testing.read_json(tmp_path / train_lib.CONFIG_FILE)["epochs"] == 2
+
+
+@pytest.fixture(name="no_training")
+def no_training_fixture(monkeypatch):
+  def train_epoch(self):
+    raise AssertionError("an epoch was trained before the run was rejected")
+  monkeypatch.setattr(train_lib.Training, "_train_epoch", train_epoch)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"steps_per_epoch": 0, "batch_size": 1000}, r"Batch size 1000 is larger than the 472 training "
+     r"images; use at most 472 \(--batch_size\), or set --steps_per_epoch\."),
+    ({"data": {"resolution": 1}}, r"Resolution 1 is smaller than the network's total stride 2"),
+    ({"se": False, "init_from_supergraph": "nowhere"}, r"--init_from_supergraph=nowhere has no search "
+     r"checkpoint"),
+])
+def test_bad_input_is_refused_before_training_or_writing(config, tmp_path, no_training, change,
+                                                         message):
+  if "data" in change:
+    change = {"data": dataclasses.replace(config.data, **change["data"])}
+  with pytest.raises(errors.UserError, match=message):
+    train_lib.run_training(dataclasses.replace(config, **change), str(tmp_path / "run"),
+                           progress=False)
+  assert not (tmp_path / "run").exists()
+
+
+def test_corrected_command_trains_in_the_work_dir_of_a_rejected_one(config, tmp_path):
+  work_dir = str(tmp_path / "run")
+  with pytest.raises(errors.UserError, match="Batch size 1000"):
+    train_lib.run_training(dataclasses.replace(config, steps_per_epoch=0, batch_size=1000), work_dir,
+                           progress=False)
+  config = dataclasses.replace(config, epochs=1)
+  assert train_lib.run_training(config, work_dir, progress=False)["epochs"] == 1
+
+
+def test_unusable_work_dir_is_refused_before_the_data_is_read(config, tmp_path, monkeypatch):
+  monkeypatch.setattr(train_lib.data_lib, "load", lambda *a, **k: pytest.fail("data was read"))
+  (tmp_path / "file").write_text("")
+  with pytest.raises(errors.UserError, match="Cannot create work directory .* is a file"):
+    train_lib.run_training(config, str(tmp_path / "file" / "run"), progress=False)
 
 
 @pytest.mark.parametrize("change, message", [

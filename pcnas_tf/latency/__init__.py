@@ -14,6 +14,7 @@ from pcnas_tf.latency.backends import BACKENDS
 from pcnas_tf.latency.backends import BackendConfig
 from pcnas_tf.latency.backends import make_backend
 from pcnas_tf.latency.backends import Timing
+from pcnas_tf.latency.constraint import check_budget
 from pcnas_tf.latency.constraint import Constraint
 from pcnas_tf.latency.constraint import KINDS
 from pcnas_tf.latency.constraint import latency_cost_table

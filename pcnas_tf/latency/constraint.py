@@ -133,6 +133,15 @@ def resolve_budget(spec: str | float, constraint: Constraint) -> float:
   return budget
 
 
+def check_budget(spec: str | float, kind: str) -> None:
+  """Raises `UserError` if `spec` is no budget of a `kind` constraint; needs no table or range.
+
+  Whether the budget is above the space's cheapest architecture is known only once the costs are
+  (`resolve_budget`); its form can be checked before any latency table is built.
+  """
+  _parse_budget(spec, kind, 0.0, 1.0)
+
+
 def _parse_budget(spec, kind, low, high) -> float:
   if isinstance(spec, (int, float)) and not isinstance(spec, bool):
     return _fraction(float(spec), spec, low, high)
