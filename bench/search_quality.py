@@ -153,7 +153,12 @@ def main(argv=None) -> None:
             **{f"{name}_top_kendall": row["kendall_top"] for name, row in rows.items()},
             **{key: None for key in NOT_MEASURED}, "not_measured": list(NOT_MEASURED),
             "wall_s": round(time.time() - start, 1)}
-  print(json.dumps(result))
+  print(json.dumps({key: _finite_or_none(value) for key, value in result.items()}))
+
+
+def _finite_or_none(value):
+  """JSON has no NaN: a statistic that cannot be computed yet (too few networks) is null."""
+  return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
 def _images(data, shape, count, seed):
