@@ -7,14 +7,17 @@ files instead and downloads nothing. After `prepare` (cached in `data_dir`) it i
 `fashion_mnist_local`, with `train` (60,000) and `test` (10,000) splits of 28x28x1 images and 10 classes.
 """
 
+import contextlib
 import gzip
 import io
 import os
 
 import numpy as np
+from absl import logging
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from pcnas_tf import console
 from pcnas_tf import data
 
 CLASS_NAMES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -103,12 +106,37 @@ def _png(image: np.ndarray) -> io.BytesIO:
 def prepare(data_dir: str, idx_dir: str = data.DEBIAN_FASHION_MNIST) -> FashionMnistLocal:
   """Returns the builder, preparing it into `data_dir` first unless that was done before."""
   try:
-    builder = FashionMnistLocal(data_dir=data_dir, idx_dir=idx_dir)
-    if not builder.is_prepared():
+    with _tfds_quiet():
+      builder = FashionMnistLocal(data_dir=data_dir, idx_dir=idx_dir)
+      prepared = builder.is_prepared()
+    if not prepared:
       for split in FILES:  # Fail on missing or bad files before tfds starts writing.
         read_split(idx_dir, split)
-      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+      print(f"Preparing Fashion-MNIST from {idx_dir} into {data_dir} (once; about half a minute).",
+            flush=True)
+      with _tfds_quiet():
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   except OSError as error:
     raise data.DataError(f"Cannot prepare Fashion-MNIST in data directory {data_dir}: {error}; give a "
                          f"writable data directory.") from error
   return builder
+
+
+@contextlib.contextmanager
+def _tfds_quiet():
+  """tfds' messages for a local build ask nothing of the user and mislead ("Downloading and preparing
+  dataset Unknown size", "Variant folder ... has no dataset_info.json" before the first build, and
+  its progress bars): held back unless --verbose."""
+  if console.is_verbose():
+    yield
+    return
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  tfds.display_progress_bar(False)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      yield
+  finally:
+    tfds.display_progress_bar(True)  # tfds' default; it has no getter to restore from
+    logging.set_verbosity(verbosity)

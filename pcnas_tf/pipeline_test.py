@@ -13,7 +13,7 @@ from pcnas_tf import testing
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Start-up and library noise a user must not see (README, "The first two commands").
 NOISE = ("absl::InitializeLog", "oneDNN", "cuda", "cuInit", "XNNPACK delegate", "AVX", "retracing",
-         "All-NaN", "trackable_obj", "DT_HALF", "Traceback")
+         "All-NaN", "trackable_obj", "DT_HALF", "Traceback", "Downloading", "dataset_info")
 
 
 def _pipeline_argv(root, work_dir):
@@ -93,3 +93,14 @@ def test_bad_pipeline_flags_fail_in_one_sentence_before_anything_is_written(tmp_
   assert done.returncode == 2 and "Traceback" not in done.stderr
   assert done.stderr.strip().splitlines()[-1].startswith(f"error: {sentence}")
   assert not work_dir.exists()
+
+
+def test_preparing_fashion_mnist_says_one_line_and_nothing_of_tfds(tmp_path, capfd):
+  from pcnas_tf import fashion_mnist  # pylint: disable=g-import-not-at-top
+  testing.write_fashion_slice(str(tmp_path / "idx"), 60, 20)
+  fashion_mnist.prepare(str(tmp_path / "tfds"), str(tmp_path / "idx"))
+  out, err = capfd.readouterr()
+  assert out.startswith("Preparing Fashion-MNIST from") and len(out.strip().splitlines()) == 1
+  assert "Downloading" not in out + err and "dataset_info" not in out + err and "%|" not in err
+  fashion_mnist.prepare(str(tmp_path / "tfds"), str(tmp_path / "idx"))  # prepared: silent
+  assert capfd.readouterr() == ("", "")
