@@ -40,10 +40,10 @@ class PathSGD:
     self.slots = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="momentum")
                   for v in self.variables]
     # Which packed weights are kernels, as variables rather than graph constants: a constant the size of
-    # every candidate's weights would be copied into the traced graph. int8 quarters their memory (float16
-    # made oneDNN warn on every CPU without AVX-512); they are derived from the layout, so checkpoints do
-    # not hold them.
-    self.decay_masks = [tf.Variable(mixop.decay_mask.astype(np.int8), trainable=False,
+    # every candidate's weights would be copied into the traced graph. bool quarters their memory (float16
+    # made oneDNN warn on every CPU without AVX-512; int8 cannot be broadcast by multi-worker
+    # collectives); they are derived from the layout, so checkpoints do not hold them.
+    self.decay_masks = [tf.Variable(mixop.decay_mask.astype(bool), trainable=False,
                                     name="decay_mask") for mixop in self.mixops]
 
   @property
