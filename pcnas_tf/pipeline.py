@@ -118,12 +118,16 @@ def _retrain(search, result_path, retrain_dir, retraining, overwrite, progress) 
   done = _finished(os.path.join(retrain_dir, train_lib.RESULT_FILE))
   if done is not None and not overwrite:
     saved = _finished(os.path.join(retrain_dir, train_lib.CONFIG_FILE)) or {}
-    if not checkpoint.config_differences(saved, json.loads(json.dumps(config.to_json()))):
+    differences = checkpoint.config_differences(saved, json.loads(json.dumps(config.to_json())))
+    if not differences:
       return done
+    raise errors.UserError(
+        f"{retrain_dir!r} holds a finished retraining with other settings ({'; '.join(differences[:3])}); "
+        f"delete that directory to retrain (the search is kept), or use another --work_dir.")
   if progress:
     print(f"Retraining {config.space.arch_to_string(config.arch)} from scratch for {config.epochs} "
           f"epochs.", flush=True)
-  return train_lib.run_training(config, retrain_dir, overwrite=overwrite or done is not None,
+  return train_lib.run_training(config, retrain_dir, overwrite=overwrite,
                                 progress=progress)
 
 

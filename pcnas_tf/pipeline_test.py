@@ -54,6 +54,11 @@ def test_pipeline_goes_from_data_to_a_timed_export_quietly_and_resumes(tmp_path)
   assert again.returncode == 0, again.stderr[-3000:]
   assert json.loads(again.stdout.strip().splitlines()[-1])["test_top1"] == result["test_top1"]
   assert (os.path.getmtime(model), os.path.getmtime(result["paths"]["tflite"])) == modified
+  # Other retraining settings: refused, naming the difference; the finished model is kept.
+  changed = subprocess.run(argv + ["--retrain_epochs=2"], capture_output=True, text=True, cwd=REPO,
+                           timeout=600)
+  assert changed.returncode == 2 and "holds a finished retraining with other settings" in changed.stderr
+  assert "epochs" in changed.stderr and os.path.getmtime(model) == modified[0]
 
 
 _HELD = textwrap.dedent('''
