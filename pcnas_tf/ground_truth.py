@@ -304,7 +304,7 @@ def build(path: str, config: BuildConfig, train: Callable, progress=True, limit:
   config.validate()
   state = start_or_resume(path, config)
   _check_writable(path)
-  _write_atomic(path, state)
+  checkpoint.write_json(path, state)  # atomic: temp file, fsync, rename
   return _train_pending(path, config, state, train, progress, limit, on_network)
 
 
@@ -330,15 +330,11 @@ def _train_pending(path, config, state, train, progress, limit=None, on_network=
       for field in ("flops", "params"):
         network[field] = figures.pop(field)
       network["seeds"][str(seed)] = figures
-      _write_atomic(path, state)
+      checkpoint.write_json(path, state)  # atomic: temp file, fsync, rename
       if on_network is not None:
         on_network(state, key, seed)
       bar.update(1)
   return state
-
-
-def _write_atomic(path: str, state: dict) -> None:
-  checkpoint.write_json(path, state)
 
 
 def train_config(config: BuildConfig, key: str, seed: int):
