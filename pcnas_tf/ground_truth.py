@@ -11,7 +11,9 @@ Networks are counted once: paths that differ only by where an Identity sits afte
 are one network (`nasbench_macro.canonical_key`), and `GroundTruth.entry` maps any path to its network.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -291,21 +293,43 @@ def add_networks(path: str, config: BuildConfig, archs: Sequence[str], train: Ca
                  progress=True) -> dict:
   """Trains `archs` (compact strings, any path of a network) on demand and adds them; idempotent:
   a network already trained is not trained again. Returns the state."""
-  state = start_or_resume(path, config)
-  for arch in archs:
-    _add(state, nasbench_macro.canonical_key(arch), [0], why)
+  _check_writable(path)
+  with _locked(path):
+    state = start_or_resume(path, config)
+    for arch in archs:
+      _add(state, nasbench_macro.canonical_key(arch), [0], why)
+    checkpoint.write_json(path, state)  # atomic: temp file, fsync, rename
   return _train_pending(path, config, state, train, progress)
 
 
 def build(path: str, config: BuildConfig, train: Callable, progress=True, limit: int | None = None,
-          on_network: Callable | None = None) -> dict:
+          on_network: Callable | None = None, shard: int = 0, shards: int = 1) -> dict:
   """Builds (or resumes) the table at `path`; `train(config, key, seed)` trains one network and
-  returns its figures. Saves after every training. `limit`: stop after this many trainings."""
+  returns its figures. Saves after every training. `limit`: stop after this many trainings.
+
+  `shard` of `shards`: this process trains the planned trainings whose place in the plan is `shard`
+  modulo `shards`, so several processes (one per core) build one table side by side; each saves under
+  a lock, merging into what the others saved."""
   config.validate()
-  state = start_or_resume(path, config)
+  if not 0 <= shard < shards:
+    raise GroundTruthError(f"Shard {shard} of {shards} does not exist; use 0 <= shard < shards.")
   _check_writable(path)
-  checkpoint.write_json(path, state)  # atomic: temp file, fsync, rename
-  return _train_pending(path, config, state, train, progress, limit, on_network)
+  with _locked(path):
+    state = start_or_resume(path, config)
+    checkpoint.write_json(path, state)  # atomic: temp file, fsync, rename
+  return _train_pending(path, config, state, train, progress, limit, on_network, shard, shards)
+
+
+@contextlib.contextmanager
+def _locked(path: str):
+  """An exclusive lock beside the table, held while it is read and rewritten. fcntl (POSIX), not a
+  library: the lock lives only as long as the process, so a killed build never leaves it behind."""
+  with open(path + ".lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _check_writable(path: str) -> None:
@@ -318,19 +342,21 @@ def _check_writable(path: str) -> None:
     raise GroundTruthError(f"Cannot write the table into {directory!r}: permission denied.")
 
 
-def _train_pending(path, config, state, train, progress, limit=None, on_network=None) -> dict:
+def _train_pending(path, config, state, train, progress, limit=None, on_network=None, shard=0,
+                   shards=1) -> dict:
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  todo = pending(state)[:limit]
-  done = len(state["order"]) - len(pending(state))
-  with tqdm(total=len(state["order"]), initial=done, disable=not progress, desc="ground truth",
-            unit="training") as bar:
+  mine = {tuple(item) for i, item in enumerate(state["order"]) if i % shards == shard}
+  todo = [item for item in pending(state) if item in mine][:limit]
+  with tqdm(total=len(todo), disable=not progress, desc="ground truth", unit="training") as bar:
     for key, seed in todo:
       figures = train(config, key, seed)
-      network = state["networks"][key]
-      for field in ("flops", "params"):
-        network[field] = figures.pop(field)
-      network["seeds"][str(seed)] = figures
-      checkpoint.write_json(path, state)  # atomic: temp file, fsync, rename
+      with _locked(path):
+        state = start_or_resume(path, config)  # with what other shards saved meanwhile
+        network = state["networks"][key]
+        for field in ("flops", "params"):
+          network[field] = figures.pop(field)
+        network["seeds"][str(seed)] = figures
+        checkpoint.write_json(path, state)  # atomic: temp file, fsync, rename
       if on_network is not None:
         on_network(state, key, seed)
       bar.update(1)

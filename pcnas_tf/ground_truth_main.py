@@ -45,6 +45,12 @@ flags.DEFINE_float("weight_decay", 1e-4, "L2 weight on convolution and dense ker
 flags.DEFINE_integer("limit", None, "Stop after this many trainings (the build resumes later).")
 flags.DEFINE_list("add_archs", [], "Networks (compact strings) to train on demand and add.")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+flags.DEFINE_integer("shard", 0, "This process trains the plan's trainings at places shard mod shards "
+                     "(0 <= shard < shards).", lower_bound=0)
+flags.DEFINE_integer("shards", 1, "Processes building the table side by side (>= 1), e.g. one per core "
+                     "with --threads=1.", lower_bound=1)
+flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: TensorFlow's default).",
+                     lower_bound=0)
 FLAGS = flags.FLAGS
 
 
@@ -62,11 +68,19 @@ def config_from_flags() -> ground_truth.BuildConfig:
 def main(argv):
   del argv
   config = config_from_flags()
+  if FLAGS.shard >= FLAGS.shards:
+    raise errors.UserError(f"--shard={FLAGS.shard} does not exist with --shards={FLAGS.shards}; "
+                           "use 0 <= shard < shards.")
+  if FLAGS.threads:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
   train = ground_truth.train_alone(FLAGS.work_root)
   if FLAGS.add_archs:
     ground_truth.add_networks(FLAGS.output, config, FLAGS.add_archs, train, progress=FLAGS.progress)
   else:
-    ground_truth.build(FLAGS.output, config, train, FLAGS.progress, FLAGS.limit)
+    ground_truth.build(FLAGS.output, config, train, FLAGS.progress, FLAGS.limit,
+                       shard=FLAGS.shard, shards=FLAGS.shards)
   truth = ground_truth.load(FLAGS.output)
   ceiling = ground_truth.noise_ceiling(truth)
   print(f"{len(truth.entries)} networks in {FLAGS.output}; noise ceiling over {ceiling['networks']} "

@@ -61,6 +61,23 @@ def test_interrupted_build_resumes_without_retraining(tmp_path):
   assert again.calls == []
 
 
+def test_shards_split_the_plan_and_merge_their_saves(tmp_path):
+  path = str(tmp_path / "gt.json")
+  first, second = FakeTrain(), FakeTrain()
+
+  def train_second_inside_first(config, key, seed):  # the other shard saves while this one trains
+    if not second.calls:
+      ground_truth.build(path, CONFIG, second, progress=False, shard=1, shards=2)
+    return first(config, key, seed)
+
+  ground_truth.build(path, CONFIG, train_second_inside_first, progress=False, shard=0, shards=2)
+  order = [tuple(item) for item in json.loads(open(path).read())["order"]]
+  assert first.calls == order[0::2] and second.calls == order[1::2]
+  assert ground_truth.pending(json.loads(open(path).read())) == []  # neither overwrote the other
+  with pytest.raises(ground_truth.GroundTruthError, match="Shard 2 of 2"):
+    ground_truth.build(path, CONFIG, FakeTrain(), progress=False, shard=2, shards=2)
+
+
 def test_a_table_of_another_schedule_is_refused_by_name(tmp_path):
   path = str(tmp_path / "gt.json")
   ground_truth.build(path, CONFIG, FakeTrain(), progress=False, limit=1)
