@@ -20,11 +20,12 @@ import numpy as np
 import tensorflow as tf
 
 from export import export_lib
-from pcnas_tf import data
+from pcnas_tf.data import data_config
+from pcnas_tf.cli import app
 from pcnas_tf import errors
-from pcnas_tf import fashion_mnist
-from pcnas_tf import model as model_lib
-from pcnas_tf import space as space_lib
+from pcnas_tf.data import fashion_mnist
+from pcnas_tf.nn import model as model_lib
+from pcnas_tf.space import search_space as space_lib
 
 ARCH = "12021120"  # A mix of all three macro operators.
 FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx", "backbone")
@@ -45,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def fashion_mnist_images(split: str, start: int, count: int, input_shape) -> tuple[np.ndarray, np.ndarray]:
   """Images resized to `input_shape` and normalised as in training, with their labels."""
-  images, labels = fashion_mnist.read_split(data.DEBIAN_FASHION_MNIST, split)
+  images, labels = fashion_mnist.read_split(data_config.DEBIAN_FASHION_MNIST, split)
   images = tf.image.resize(images[start:start + count].astype(np.float32), input_shape[:2],
                            antialias=True)
   images = tf.repeat(images, input_shape[2], axis=-1) if input_shape[2] == 3 else images
@@ -109,5 +110,5 @@ if __name__ == "__main__":
   try:
     main()
   except errors.UserError as error:
-    errors.report(error)
+    app.report(error)
     raise SystemExit(2) from error

@@ -16,21 +16,25 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from pcnas_tf import data
+from pcnas_tf.data import data_config
+from pcnas_tf.data import sources as data_sources
+from pcnas_tf.data import batches as batches_lib
+from pcnas_tf.cli import app
 from pcnas_tf import errors
-from pcnas_tf import space as space_lib
-from pcnas_tf import trainer as trainer_lib
+from pcnas_tf.space import search_space as space_lib
+from pcnas_tf.distribute import strategy as strategy_lib
+from pcnas_tf.train import supergraph_trainer as trainer_lib
 
 
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  parser.add_argument("--data-dir", default=data.DEFAULT_DATA_DIR, help="tfds data directory")
+  parser.add_argument("--data-dir", default=data_config.DEFAULT_DATA_DIR, help="tfds data directory")
   parser.add_argument("--resolution", type=int, default=32)
   parser.add_argument("--batch", type=int, default=128, help="global batch size")
   parser.add_argument("--width", type=float, default=0.5, help="macro space width multiplier")
   parser.add_argument("--batches", type=int, default=300, help="timed pipeline batches")
   parser.add_argument("--train-steps", type=int, default=10, help="timed train steps")
-  parser.add_argument("--strategy", default="one_device", choices=trainer_lib.STRATEGIES)
+  parser.add_argument("--strategy", default="one_device", choices=strategy_lib.STRATEGIES)
   return parser.parse_args(argv)
 
 
@@ -44,7 +48,7 @@ def time_batches(iterator, count: int) -> float:
 
 def pipeline_rates(splits, config, args, strategy) -> tuple[float, float]:
   """Images/s of the first epoch (decoding, filling the cache) and of the steady state after it."""
-  iterator = iter(data.train_dataset(splits, config, args.batch, strategy))
+  iterator = iter(batches_lib.train_dataset(splits, config, args.batch, strategy))
   epoch = splits.num_train // args.batch + 1
   first = epoch * args.batch / time_batches(iterator, epoch)
   return first, args.batches * args.batch / time_batches(iterator, args.batches)
@@ -55,7 +59,7 @@ def train_rate(splits, config, args, strategy) -> float:
   space = space_lib.macro_space(args.width)
   trainer = trainer_lib.SupergraphTrainer(space, splits.image_shape, splits.num_classes, strategy,
                                           args.batch)
-  batch = next(iter(data.train_pipeline(splits, config, args.batch)))
+  batch = next(iter(batches_lib.train_pipeline(splits, config, args.batch)))
   fixed = tf.data.Dataset.from_tensors(batch).repeat()
   iterator = iter(strategy.experimental_distribute_dataset(fixed))
   rng = np.random.default_rng(0)
@@ -71,9 +75,9 @@ def train_rate(splits, config, args, strategy) -> float:
 
 def main(argv=None) -> None:
   args = parse_args(argv)
-  strategy = trainer_lib.make_strategy(args.strategy)
-  config = data.DataConfig(data_dir=args.data_dir, resolution=args.resolution)
-  splits = data.load(config, min_resolution=space_lib.macro_space(args.width).total_stride)
+  strategy = strategy_lib.make_strategy(args.strategy)
+  config = data_config.DataConfig(data_dir=args.data_dir, resolution=args.resolution)
+  splits = data_sources.load(config, min_resolution=space_lib.macro_space(args.width).total_stride)
   first_epoch, pipeline = pipeline_rates(splits, config, args, strategy)
   train = train_rate(splits, config, args, strategy)
   result = {"pipeline_images_per_s": round(pipeline, 1), "train_images_per_s": round(train, 1),
@@ -92,5 +96,5 @@ if __name__ == "__main__":
   try:
     main()
   except errors.UserError as error:
-    errors.report(error)
+    app.report(error)
     raise SystemExit(2) from error

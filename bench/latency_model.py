@@ -49,9 +49,12 @@ import time
 import numpy as np
 from scipy import stats
 
-from pcnas_tf import model as model_lib
-from pcnas_tf import space as space_lib
-from pcnas_tf import latency
+from pcnas_tf.nn import model as model_lib
+from pcnas_tf.space import search_space as space_lib
+from pcnas_tf.constraints import backends
+from pcnas_tf.constraints import timing
+from pcnas_tf.constraints import constraint
+from pcnas_tf.constraints import latency_table
 
 # (space, width, resolution, calibration networks, held-out networks); the first is the headline.
 FULL = (("macro", 1.0, 32, 60, 50), ("small", 0.35, 64, 50, 50))
@@ -61,12 +64,12 @@ QUICK = (("macro", 0.5, 32, 12, 10), ("small", 0.35, 32, 12, 10))
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   parser.add_argument("--quick", action="store_true", help="small networks and counts, for a smoke run")
-  parser.add_argument("--backend", default="tflite", choices=sorted(latency.BACKENDS))
+  parser.add_argument("--backend", default="tflite", choices=sorted(backends.BACKENDS))
   parser.add_argument("--batch", type=int, default=1)
   parser.add_argument("--archs", type=int, default=None, help="held-out networks (overrides the default)")
   parser.add_argument("--runs", type=int, default=None,
                       help="interleaved rounds per model (default 60; quick 30)")
-  parser.add_argument("--estimator", default="ratio", choices=latency.backends.ESTIMATORS)
+  parser.add_argument("--estimator", default="ratio", choices=backends.ESTIMATORS)
   parser.add_argument("--spaces", default=None, help="comma-separated subset, e.g. macro")
   parser.add_argument("--work_dir", default="runs/latency_bench")
   parser.add_argument("--table", default=None,
@@ -92,13 +95,13 @@ def held_out_timings(backend, jobs, yardstick, reference, table, passes=2):
   Returns per pass (timings, factors): the raw timings of `jobs` and the yardstick factor of the
   group each was timed in (`table.group_factor`); ratio / factor is in the table's unit.
   """
-  groups = [list(chunk) + list(yardstick) for chunk in latency.table.chunks(jobs, len(yardstick))]
-  if isinstance(backend, latency.backends.TensorRTBackend):
+  groups = [list(chunk) + list(yardstick) for chunk in latency_table.chunks(jobs, len(yardstick))]
+  if isinstance(backend, backends.TensorRTBackend):
     time_group = lambda group, seed: backend.measure_group(group, reference)
   else:
     groups = [[backend.prepare(model, shape) for model, shape in group] for group in groups]
     config = backend.config
-    time_group = lambda calls, seed: latency.backends.time_interleaved(
+    time_group = lambda calls, seed: timing.time_interleaved(
         calls, reference, config.warmup, config.runs, config.repeats, seed=seed)
   results = []
   for seed in range(passes):
@@ -106,7 +109,7 @@ def held_out_timings(backend, jobs, yardstick, reference, table, passes=2):
     for group in groups:
       measured = time_group(group, seed)
       held_out = measured[:len(group) - len(yardstick)]
-      factor = latency.table.group_factor([t.ratio for t in measured[len(held_out):]],
+      factor = latency_table.group_factor([t.ratio for t in measured[len(held_out):]],
                                           table.yardstick["reference_ratios"])
       timings += held_out
       factors += [factor] * len(held_out)
@@ -126,8 +129,8 @@ def noise_floor(first, second) -> dict:
 def run_space(args, name, width, resolution, calibration_archs, held_out_count) -> dict:
   import keras  # pylint: disable=g-import-not-at-top
   space = space_lib.get_space(name, width)
-  config = latency.BackendConfig(args.backend, runs=args.runs, estimator=args.estimator)
-  backend = latency.make_backend(config)
+  config = backends.BackendConfig(args.backend, runs=args.runs, estimator=args.estimator)
+  backend = backends.make_backend(config)
   output = args.table or os.path.join(tempfile.mkdtemp(dir=args.work_dir), f"{name}.json")
   load = [os.getloadavg()[0]]
   image = (args.batch, resolution, resolution, 3)
@@ -135,18 +138,18 @@ def run_space(args, name, width, resolution, calibration_archs, held_out_count) 
   # One prepared reference for the build and the validation: fresh interpreters of the same network
   # run a few % faster or slower for life (with fresh ones, held-out networks read 5% fast in a run).
   reference = backend.prepare_reference(
-      latency.table.reference_model(space, latency.table.make_metadata(
+      latency_table.reference_model(space, latency_table.make_metadata(
           space, config, backend.device(), args.batch, resolution, 3, 10, calibration_archs, 0)),
       image)
-  table = latency.build_table(space, config, args.batch, resolution, output,
+  table = latency_table.build_table(space, config, args.batch, resolution, output,
                               calibration_archs=calibration_archs, backend=backend, reference=reference)
   build_s = time.time() - start
   load.append(os.getloadavg()[0])
-  held_out = latency.random_archs(space, args.archs or held_out_count, seed=1,
+  held_out = latency_table.random_archs(space, args.archs or held_out_count, seed=1,
                                   exclude=table.data["calibration_archs"])
   jobs = [(model_lib.build_model(space.parse_arch(arch), space, image[1:], 10), image)
           for arch in held_out]
-  yardstick = [(latency.table.network_model(space, table.metadata, arch), image)
+  yardstick = [(latency_table.network_model(space, table.metadata, arch), image)
                for arch in table.yardstick["archs"]]
   results = held_out_timings(backend, jobs, yardstick, reference, table)
   keras.backend.clear_session()
@@ -158,7 +161,7 @@ def run_space(args, name, width, resolution, calibration_archs, held_out_count) 
   in_table_unit = np.array([[t.value(args.estimator, table.reference_ms) for t in p] for p in passes])
   values = in_table_unit / factors if args.estimator == "ratio" else in_table_unit
   # The same in each pass's own unit (`unit_ms`), what timings against another reference would need.
-  own_unit = np.array([[t.value(args.estimator, latency.table.unit_ms([vars(x) for x in p]))
+  own_unit = np.array([[t.value(args.estimator, latency_table.unit_ms([vars(x) for x in p]))
                         for t in p] for p in passes]).mean(axis=0)
   measured = values.mean(axis=0)
   minimum = np.min([[t.min_ms for t in p] for p in passes], axis=0)
@@ -166,10 +169,10 @@ def run_space(args, name, width, resolution, calibration_archs, held_out_count) 
     json.dump({"table": output, "archs": held_out, "yardstick_factors": factors.tolist(),
                "passes": [[vars(t) for t in p] for p in passes]}, f)
   archs = [space.parse_arch(a) for a in held_out]
-  predicted = [latency.predict(a, table) for a in archs]
+  predicted = [constraint.predict(a, table) for a in archs]
   calibrated = accuracy(predicted, measured)
-  raw = accuracy([latency.predict(a, table, calibrated=False) for a in archs], measured)
-  low, high = latency.make_constraint("latency", space, table=table).range()
+  raw = accuracy([constraint.predict(a, table, calibrated=False) for a in archs], measured)
+  low, high = constraint.make_constraint("latency", space, table=table).range()
   reference_drift = (min(t.reference_ms or np.inf for p in passes for t in p) / table.reference_ms
                      if table.reference_ms else None)
   return {"space": name, "width": width, "resolution": resolution, "batch": args.batch,

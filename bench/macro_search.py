@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 
-from pcnas_tf import evolution
-from pcnas_tf import nasbench_macro
-from pcnas_tf import sampling
+from pcnas_tf.search import baselines as evolution
+from pcnas_tf.space import nasbench_macro
+from pcnas_tf.constraints import sampling
 
 METHODS = ("pcnas", "ea", "random")
 

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 from bench import multiworker_eval
-from pcnas_tf import testing
+from tests import helpers as testing
 
 KILL_AFTER_CHECKPOINT = 3  # mid interval 1 of the tiny search
 

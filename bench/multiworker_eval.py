@@ -23,8 +23,8 @@ import os
 import tempfile
 import time
 
-from pcnas_tf import search_lib
-from pcnas_tf import testing
+from pcnas_tf.search import loop as search_lib
+from tests import helpers as testing
 
 
 def _config(root):

@@ -22,8 +22,8 @@ import pcnas_tf  # pylint: disable=unused-import  (sets the Keras backend)
 import tensorflow as tf
 
 from pcnas_tf import rank_check_main  # pylint: disable=unused-import  (defines the ranking flags)
-from pcnas_tf import rank_lib
-from pcnas_tf import search_flags
+from pcnas_tf.studies import rank_check as rank_lib
+from pcnas_tf.cli import search_flags
 
 _FLAGFILE = os.path.join(search_flags.FLAGS_DIR, "rank_cpu.cfg")
 

@@ -26,12 +26,12 @@ import pcnas_tf  # pylint: disable=unused-import  (sets the Keras backend)
 import tensorflow as tf
 
 from bench import supergraph_step
-from pcnas_tf import data as data_lib
-from pcnas_tf import model as model_lib
-from pcnas_tf import oracle as oracle_lib
-from pcnas_tf import potential as potential_lib
-from pcnas_tf import search_lib
-from pcnas_tf import search_flags
+from pcnas_tf.data import batches as batches_lib
+from pcnas_tf.nn import model as model_lib
+from pcnas_tf.search import oracle as oracle_lib
+from pcnas_tf.search import potential as potential_lib
+from pcnas_tf.search import loop as search_lib
+from pcnas_tf.cli import search_flags
 
 _DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags", "demo.cfg")
 
@@ -46,7 +46,7 @@ def _demo_config(quick):
 
 def _time_evaluations(search, result, reuse):
   """Re-scores every interval's candidates; returns (seconds, potentials)."""
-  batches = data_lib.ValidationBatches(search.splits, search.config.data, search.config.eval_batch_size,
+  batches = batches_lib.ValidationBatches(search.splits, search.config.data, search.config.eval_batch_size,
                                        search.config.eval_batches)
   evaluator = potential_lib.PotentialEvaluator(
       search.trainer.supergraph, [batches.batch(i) for i in range(len(batches))],
@@ -85,7 +85,7 @@ def _standalone_seconds(search, arch):
   config = search.config
   model = model_lib.build_model(arch, search.space, search.splits.image_shape, search.splits.num_classes)
   train_step, _ = supergraph_step._standalone_steps(model, config.batch_size)  # pylint: disable=protected-access
-  dataset = data_lib.train_pipeline(search.splits, config.data, config.batch_size)
+  dataset = batches_lib.train_pipeline(search.splits, config.data, config.batch_size)
   iterator = iter(dataset)
   images, labels = next(iterator)
   train_step(images, labels)  # trace outside the timed loop, as the search's trace is tiny too

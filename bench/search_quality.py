@@ -34,10 +34,12 @@ from pcnas_tf import console
 
 console.quiet_startup()
 
-from pcnas_tf import data as data_lib  # pylint: disable=g-import-not-at-top,g-bad-import-order
-from pcnas_tf import ground_truth
-from pcnas_tf import model as model_lib
-from pcnas_tf import ops
+from pcnas_tf.data import data_config  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from pcnas_tf.data import sources as data_sources  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from pcnas_tf.data import batches as batches_lib  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from pcnas_tf.studies import ground_truth
+from pcnas_tf.nn import model as model_lib
+from pcnas_tf.nn import ops
 
 TABLE = "benchmarks/ground_truth_fashion_mnist.json"
 NOT_MEASURED = ("pcnas_kendall", "oneshot_kendall", "pcnas_regret", "oneshot_ea_regret",
@@ -125,7 +127,7 @@ def main(argv=None) -> None:
     shape, data = (32, 32, 3), None
   else:
     state = json.load(open(args.table))
-    data = data_lib.DataConfig(**{**state["data"], "deterministic": True})
+    data = data_config.DataConfig(**{**state["data"], "deterministic": True})
     shape = (data.resolution, data.resolution, data.channels)
   images = _images(data, shape, args.batch, args.seed)
   scores = {"flops": [truth.entry(p).flops for p in paths], "params": [truth.entry(p).params for p in paths],
@@ -166,8 +168,8 @@ def _images(data, shape, count, seed):
   is not on this machine)."""
   if data is None:
     return np.random.default_rng(seed).uniform(-1, 1, (count, *shape)).astype(np.float32)
-  splits = data_lib.load(data)
-  batch = next(iter(data_lib.eval_dataset(splits, data, count, split="validation")))
+  splits = data_sources.load(data)
+  batch = next(iter(batches_lib.eval_dataset(splits, data, count, split="validation")))
   return batch[0].numpy()
 
 

@@ -20,10 +20,10 @@ import pcnas_tf  # pylint: disable=unused-import  (sets the Keras backend)
 import keras
 import tensorflow as tf
 
-from pcnas_tf import model as model_lib
-from pcnas_tf import pool as pool_lib
-from pcnas_tf import space as space_lib
-from pcnas_tf import trainer as trainer_lib
+from pcnas_tf.nn import model as model_lib
+from pcnas_tf.search import pool as pool_lib
+from pcnas_tf.space import search_space as space_lib
+from pcnas_tf.train import supergraph_trainer as trainer_lib
 
 
 def _standalone_steps(model, batch_size):

@@ -18,11 +18,7 @@ Usage:
 """
 
 import dataclasses
-import json
 import os
-import shutil
-import tempfile
-import time
 import warnings
 import zipfile
 from typing import Callable, Iterable, Sequence
@@ -31,20 +27,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pcnas_tf import checkpoint
+from pcnas_tf import files
 from pcnas_tf import console
-from pcnas_tf import data
+from pcnas_tf.data import data_config
+from pcnas_tf.data import sources as data_sources
+from pcnas_tf.data import batches as batches_lib
 from pcnas_tf import errors
-from pcnas_tf import ops  # pylint: disable=unused-import  (registers the layers for deserialisation)
-from pcnas_tf import space as space_lib
-from pcnas_tf.latency import backends
+from pcnas_tf.nn import ops  # pylint: disable=unused-import  (registers the layers for deserialisation)
+from pcnas_tf.space import search_space as space_lib
+from pcnas_tf.constraints import tensorrt
+from pcnas_tf.constraints import timing
 
 FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx", "tensorrt", "backbone")
 DEFAULT_FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx", "backbone")
 TENSORRT_PRECISIONS = ("fp32", "fp16")
 SPEC_FILES = ("train_result.json", "search_result.json")  # Looked up next to the model, in this order.
 RESULT_FILE = "export_result.json"
-ONNX_OPSET = 17
+ONNX_OPSET = tensorrt.ONNX_OPSET
 _LAYER_PREFIX = "layer_"
 
 Predict = Callable[[np.ndarray], np.ndarray]  # A batch of images -> a batch of outputs.
@@ -185,13 +184,7 @@ def find_spec_file(model_path: str) -> str | None:
 
 def read_spec_file(path: str) -> dict:
   """Reads a training or search result as a dict; raises ExportError if unreadable."""
-  try:
-    with open(path) as f:
-      content = json.load(f)
-  except OSError as error:
-    raise ExportError(f"Cannot read result file {path!r}: {error.strerror}.") from error
-  except json.JSONDecodeError as error:
-    raise ExportError(f"Result file {path!r} is not valid JSON: {error}.") from error
+  content = files.read_json(path, "result file", ExportError)
   if not isinstance(content, dict):
     raise ExportError(f"Result file {path!r} holds a {type(content).__name__}, not a JSON object.")
   return content
@@ -290,7 +283,7 @@ def check_output_dir(path: str, overwrite: bool) -> None:
   if os.path.exists(path) and not os.path.isdir(path):
     raise ExportError(f"Output path {path!r} exists and is not a directory.")
   try:
-    checkpoint.check_writable_dir(path, "Output directory", "--output_dir")
+    files.check_writable_dir(path, "Output directory", "--output_dir")
   except errors.UserError as error:
     raise ExportError(str(error)) from error
 
@@ -303,20 +296,8 @@ def prepare_output_dir(path: str, overwrite: bool) -> None:
 
 def _fresh(path: str) -> str:
   """Removes an earlier export at `path` (only this export's own files are ever replaced)."""
-  if os.path.isdir(path):
-    shutil.rmtree(path)
-  elif os.path.exists(path):
-    os.remove(path)
+  files.remove(path)
   return path
-
-
-def write_json_atomically(path: str, content: dict) -> None:
-  """Writes JSON through a temporary file and a rename, so readers never see half a file."""
-  folder = os.path.dirname(os.path.abspath(path))
-  with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
-    json.dump(content, f, indent=2)
-    temporary = f.name
-  os.replace(temporary, path)
 
 
 # Exports --------------------------------------------------------------------------------------------
@@ -457,98 +438,36 @@ def export_backbone(model: keras.Model, spec: ModelSpec, keras_path: str, saved_
 
 
 def tensorrt_route() -> str:
-  """`tf_trt` where TensorFlow links TensorRT and sees a GPU, else `tensorrt` (engines from ONNX).
+  """`tf_trt` where TensorFlow links TensorRT, else `tensorrt` (engines from ONNX).
 
   Raises:
     ExportError: on a machine without an NVIDIA GPU, or without any TensorRT.
   """
-  tf_gpus = tf.config.list_physical_devices("GPU")
-  if _tf_links_tensorrt() and tf_gpus:
-    return "tf_trt"
-  try:
-    import tensorrt  # pylint: disable=g-import-not-at-top,unused-import
-    from cuda.bindings import runtime as cudart  # pylint: disable=g-import-not-at-top
-  except ImportError as error:
-    detail = "no GPU visible to TensorFlow" if not tf_gpus else "TensorFlow is built without TensorRT"
-    raise ExportError(f"TensorRT export needs an NVIDIA GPU with TensorRT: {detail}, and the "
-                      f"`tensorrt`/`cuda-python` packages are not installed ({error.name}).") from error
-  status, count = cudart.cudaGetDeviceCount()
-  if status != cudart.cudaError_t.cudaSuccess or count < 1:
-    raise ExportError("TensorRT export needs an NVIDIA GPU; CUDA finds none on this machine.")
-  return "tensorrt"
-
-
-def _tf_links_tensorrt() -> bool:
-  """Whether this TensorFlow build links TensorRT (pip builds do not)."""
-  try:
-    # TF 2.21 has no public test; trt_convert itself checks this private binding.
-    from tensorflow.compiler.tf2tensorrt import _pywrap_py_utils  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return False
-  return bool(_pywrap_py_utils.is_tensorrt_enabled())
+  reason = tensorrt.unavailable_reason()
+  if reason is not None:
+    raise ExportError(f"TensorRT export needs {reason}.")
+  return "tf_trt" if tensorrt.route() == "tf_trt" else "tensorrt"
 
 
 def export_tf_trt(saved_model_path: str, path: str, precision: str, sample: np.ndarray) -> Predict:
   """Converts the serving SavedModel with TF-TRT, builds engines for `sample`'s shape, and saves it."""
-  from tensorflow.python.compiler.tensorrt import trt_convert  # pylint: disable=g-import-not-at-top
-  mode = trt_convert.TrtPrecisionMode.FP16 if precision == "fp16" else trt_convert.TrtPrecisionMode.FP32
-  converter = trt_convert.TrtGraphConverterV2(input_saved_model_dir=saved_model_path,
-                                              precision_mode=mode)
-  converter.convert()
-  converter.build(input_fn=lambda: [tf.constant(sample)])
+  converter, _ = tensorrt.tf_trt_convert(saved_model_path, precision, sample)
   converter.save(_fresh(path))
   return saved_model_predictor(path)
 
 
-def export_tensorrt_engine(onnx_path: str, path: str, precision: str, input_shape, batch: int) -> Predict:
+def export_tensorrt_engine(onnx_path: str, path: str, precision: str, batch: int) -> Predict:
   """Builds a serialized TensorRT engine (`.plan`) from the ONNX file, for batches of 1..`batch`."""
-  import tensorrt as trt  # pylint: disable=g-import-not-at-top
-  logger = trt.Logger(trt.Logger.WARNING)
-  builder = trt.Builder(logger)
-  network = builder.create_network(0)
-  parser = trt.OnnxParser(network, logger)
-  if not parser.parse_from_file(onnx_path):
-    raise ExportError(f"TensorRT cannot parse {onnx_path!r}: {parser.get_error(0)}.")
-  config = builder.create_builder_config()
-  if precision == "fp16":
-    config.set_flag(trt.BuilderFlag.FP16)
-  profile = builder.create_optimization_profile()
-  profile.set_shape("images", (1,) + tuple(input_shape), (batch,) + tuple(input_shape),
-                    (batch,) + tuple(input_shape))
-  config.add_optimization_profile(profile)
-  engine = builder.build_serialized_network(network, config)
-  if engine is None:
-    raise ExportError(f"TensorRT could not build a {precision} engine from {onnx_path!r}.")
+  logger = tensorrt.logger()
+  with open(onnx_path, "rb") as f:
+    onnx_bytes = f.read()
+  try:
+    engine = tensorrt.build_engine(onnx_bytes, precision, logger, batch_range=(1, batch))
+  except RuntimeError as error:
+    raise ExportError(f"TensorRT could not build a {precision} engine from {onnx_path!r}: {error}") from error
   with open(_fresh(path), "wb") as f:
     f.write(engine)
-  return _engine_predictor(bytes(engine), logger)
-
-
-def _engine_predictor(engine_bytes: bytes, logger) -> Predict:
-  """Runs a TensorRT engine on host arrays through cuda-python (copy in, execute, copy out)."""
-  import tensorrt as trt  # pylint: disable=g-import-not-at-top
-  from cuda.bindings import runtime as cudart  # pylint: disable=g-import-not-at-top
-  engine = trt.Runtime(logger).deserialize_cuda_engine(engine_bytes)
-  context = engine.create_execution_context()
-
-  def predict(images):
-    images = np.ascontiguousarray(images, np.float32)
-    context.set_input_shape("images", images.shape)
-    output = np.empty(tuple(context.get_tensor_shape("probabilities")), np.float32)
-    _, device_in = cudart.cudaMalloc(images.nbytes)
-    _, device_out = cudart.cudaMalloc(output.nbytes)
-    cudart.cudaMemcpy(device_in, images.ctypes.data, images.nbytes,
-                      cudart.cudaMemcpyKind.cudaMemcpyHostToDevice)
-    context.set_tensor_address("images", device_in)
-    context.set_tensor_address("probabilities", device_out)
-    context.execute_async_v3(0)
-    cudart.cudaMemcpy(output.ctypes.data, device_out, output.nbytes,
-                      cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost)
-    cudart.cudaFree(device_in)
-    cudart.cudaFree(device_out)
-    return output
-
-  return predict
+  return tensorrt.Engine(engine, logger)
 
 
 # Running the artifacts ------------------------------------------------------------------------------
@@ -605,9 +524,9 @@ def predict_in_batches(predict: Predict, images: np.ndarray, batch: int) -> np.n
 
 def measure_latency(predict: Predict, images: np.ndarray, runs: int = 20, warmup: int = 3) -> dict:
   """Milliseconds per call of `predict(images)`: min and median of `runs`, after `warmup` calls."""
-  timing = backends.time_calls(lambda: predict(images), warmup, runs)
-  return {"batch": len(images), "runs": timing.runs, "min_ms": round(timing.min_ms, 3),
-          "median_ms": round(timing.median_ms, 3), "spread_ms": round(timing.spread_ms, 3)}
+  timed = timing.time_calls(lambda: predict(images), warmup, runs)
+  return {"batch": len(images), "runs": timed.runs, "min_ms": round(timed.min_ms, 3),
+          "median_ms": round(timed.median_ms, 3), "spread_ms": round(timed.spread_ms, 3)}
 
 
 def parity(reference: np.ndarray, outputs: np.ndarray) -> dict:
@@ -698,8 +617,7 @@ def _export_tensorrt(run: _Run) -> None:
       if not os.path.isfile(run.path("model.onnx")):
         export_onnx(run.model, run.path("model.onnx"))
       path = run.path(f"model_{precision}.plan")
-      predict = export_tensorrt_engine(run.path("model.onnx"), path, precision, run.spec.input_shape,
-                                       run.config.batch)
+      predict = export_tensorrt_engine(run.path("model.onnx"), path, precision, run.config.batch)
     run.record(f"tensorrt_{precision}", path, predict, quantised=precision == "fp16")
     run.results[f"tensorrt_{precision}"]["route"] = route
 
@@ -762,7 +680,7 @@ def run_export(model: keras.Model, spec: ModelSpec, config: ExportConfig, images
   for name in config.formats:
     _EXPORTERS[name](run)
   result = _result(run)
-  write_json_atomically(os.path.join(config.output_dir, RESULT_FILE), result)
+  files.write_json(os.path.join(config.output_dir, RESULT_FILE), result)
   failures = [entry["parity_failure"] for entry in run.results.values() if entry.get("parity_failure")]
   if failures:
     raise ParityError(f"Export parity failed ({'; '.join(failures)}); figures in "
@@ -791,9 +709,9 @@ def _result(run: _Run) -> dict:
 # Images for parity and calibration ------------------------------------------------------------------
 
 
-def dataset_images(config: data.DataConfig, split: str, count: int) -> np.ndarray:
+def dataset_images(config: data_config.DataConfig, split: str, count: int) -> np.ndarray:
   """`count` images of `split` ("test" or "validation", the latter carved from the training split),
   preprocessed as for evaluation: the parity set and the int8 representative dataset."""
-  splits = data.load(config)
-  images, _ = next(iter(data.eval_pipeline(splits, config, count, split=split)))
+  splits = data_sources.load(config)
+  images, _ = next(iter(batches_lib.eval_pipeline(splits, config, count, split=split)))
   return images.numpy()

@@ -19,9 +19,9 @@ import json
 from absl import flags
 
 from export import export_lib
-from pcnas_tf import data
-from pcnas_tf import errors
-from pcnas_tf import space as space_lib
+from pcnas_tf.data import data_config
+from pcnas_tf.cli import app
+from pcnas_tf.space import search_space as space_lib
 
 _MODEL = flags.DEFINE_string("model", None, "The .keras model to export.", required=True)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory for the exports.", required=True)
@@ -35,8 +35,8 @@ _SEARCH_RESULT = flags.DEFINE_string("search_result", None,
 _SPACE = flags.DEFINE_string("space", None, "Search space name or .json spec (overrides the result file).")
 _WIDTH = flags.DEFINE_float("width", 1.0, "Width multiplier of --space.")
 _ARCH = flags.DEFINE_string("arch", None, "Expected architecture; an error if the model's differs.")
-_DATASET = flags.DEFINE_string("dataset", data.FASHION_MNIST, "Data set of parity and calibration images.")
-_DATA_DIR = flags.DEFINE_string("data_dir", data.DEFAULT_DATA_DIR, "tfds data directory.")
+_DATASET = flags.DEFINE_string("dataset", data_config.FASHION_MNIST, "Data set of parity and calibration images.")
+_DATA_DIR = flags.DEFINE_string("data_dir", data_config.DEFAULT_DATA_DIR, "tfds data directory.")
 _PARITY_IMAGES = flags.DEFINE_integer("parity_images", 256, "Test images for the parity checks.")
 _REPRESENTATIVE_IMAGES = flags.DEFINE_integer("representative_images", 256,
                                               "Training-split images to calibrate int8 quantisation.")
@@ -60,10 +60,10 @@ def main(argv) -> None:
   spec = export_lib.resolve_spec(model, _SEARCH_RESULT.value or export_lib.find_spec_file(_MODEL.value),
                                  space, _ARCH.value)
   height, _, channels = spec.input_shape
-  data_config = data.DataConfig(dataset=_DATASET.value, data_dir=_DATA_DIR.value, resolution=height,
+  data = data_config.DataConfig(dataset=_DATASET.value, data_dir=_DATA_DIR.value, resolution=height,
                                 channels=channels)
-  images = export_lib.dataset_images(data_config, "test", _PARITY_IMAGES.value)
-  representative = (export_lib.dataset_images(data_config, "validation", _REPRESENTATIVE_IMAGES.value)
+  images = export_lib.dataset_images(data, "test", _PARITY_IMAGES.value)
+  representative = (export_lib.dataset_images(data, "validation", _REPRESENTATIVE_IMAGES.value)
                     if "tflite_int8" in config.formats else None)
   result = export_lib.run_export(model, spec, config, images, representative)
   for name, entry in result["formats"].items():
@@ -71,4 +71,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  errors.run_main(main)
+  app.run_main(main)

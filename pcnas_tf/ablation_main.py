@@ -16,9 +16,9 @@ import os
 
 from absl import flags
 
-from pcnas_tf import ablation_lib
-from pcnas_tf import errors
-from pcnas_tf import search_flags
+from pcnas_tf.studies import ablation as ablation_lib
+from pcnas_tf.cli import app
+from pcnas_tf.cli import search_flags
 
 flags.DEFINE_integer("standalone_epochs", 0, "Epochs of each found architecture's stand-alone "
                      "training; 0: the supergraph's epochs (Tw + L * Ti), the same budget.")
@@ -36,4 +36,4 @@ def main(argv):
 
 if __name__ == "__main__":
   search_flags.use_default_flagfile("ablation_cpu.cfg")
-  errors.run_main(main)
+  app.run_main(main)

@@ -12,13 +12,16 @@ console.quiet_startup()  # before anything below imports TensorFlow
 
 from absl import flags
 
+from pcnas_tf.cli import app
 from pcnas_tf import errors
-from pcnas_tf import space as space_lib
-from pcnas_tf import latency
+from pcnas_tf.space import search_space as space_lib
+from pcnas_tf.constraints import backends
+from pcnas_tf.constraints import constraint
+from pcnas_tf.constraints import latency_table
 
 _SPACE = flags.DEFINE_string("space", "macro", "small, large, macro or a .json space spec.")
 _WIDTH = flags.DEFINE_float("width", 1.0, "Width multiplier of a built-in space.")
-_BACKEND = flags.DEFINE_string("backend", "tflite", f"One of {', '.join(latency.BACKENDS)}.")
+_BACKEND = flags.DEFINE_string("backend", "tflite", f"One of {', '.join(backends.BACKENDS)}.")
 _BATCH = flags.DEFINE_integer("batch", 1, "Batch size the networks are timed at (paper: 16 on GPU).")
 _RESOLUTION = flags.DEFINE_integer("resolution", 32, "Input height and width.")
 _CHANNELS = flags.DEFINE_integer("channels", 3, "Input channels.")
@@ -28,7 +31,7 @@ _XLA = flags.DEFINE_boolean("xla", False, "Compile with XLA (tf).")
 _PRECISION = flags.DEFINE_enum("precision", "fp32", ["fp32", "fp16"], "TensorRT precision.")
 _RUNS = flags.DEFINE_integer("runs", 60, "Interleaved timing rounds per model.")
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed runs before timing.")
-_ESTIMATOR = flags.DEFINE_enum("estimator", "ratio", list(latency.backends.ESTIMATORS),
+_ESTIMATOR = flags.DEFINE_enum("estimator", "ratio", list(backends.ESTIMATORS),
                                "Statistic the table keeps: ratio to a paired reference network "
                                "(repeatable on a busy machine), or the model's own min or median.")
 _CALIBRATION_ARCHS = flags.DEFINE_integer("calibration_archs", 40,
@@ -44,17 +47,17 @@ def main(argv):
   if (_OUTPUT.value is None) == (_CACHE_DIR.value is None):
     raise errors.UserError("Give exactly one of --output and --cache_dir.")
   space = space_lib.get_space(_SPACE.value, _WIDTH.value)
-  config = latency.BackendConfig(_BACKEND.value, _THREADS.value, _XLA.value, _PRECISION.value,
+  config = backends.BackendConfig(_BACKEND.value, _THREADS.value, _XLA.value, _PRECISION.value,
                                  _WARMUP.value, _RUNS.value, _ESTIMATOR.value)
   config.validate()
   shape = dict(batch=_BATCH.value, resolution=_RESOLUTION.value, channels=_CHANNELS.value,
                num_classes=_NUM_CLASSES.value, calibration_archs=_CALIBRATION_ARCHS.value,
                seed=_SEED.value)
   if _OUTPUT.value:
-    table = latency.build_table(space, config, output=_OUTPUT.value, **shape)
+    table = latency_table.build_table(space, config, output=_OUTPUT.value, **shape)
   else:
-    table = latency.get_or_build_table(_CACHE_DIR.value, space, config, **shape)
-  low, high = latency.make_constraint("latency", space, table=table).range()
+    table = latency_table.get_or_build_table(_CACHE_DIR.value, space, config, **shape)
+  low, high = constraint.make_constraint("latency", space, table=table).range()
   fit = table.calibration
   print(f"{space.name} on {table.metadata['device']}: latency {low:.3f}..{high:.3f} ms "
         f"(calibrated: {fit.get('model', 'ridge')} model, scale {fit['scale']:.3f}, cross-validated "
@@ -62,4 +65,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  errors.run_main(main)
+  app.run_main(main)

@@ -20,8 +20,8 @@ import dataclasses
 
 from absl import flags
 
-from pcnas_tf import errors
-from pcnas_tf import remote_eval
+from pcnas_tf.cli import app
+from pcnas_tf.search import remote_eval
 
 flags.DEFINE_string("work_dir", None, "The search's work directory, shared with the chief.")
 flags.DEFINE_string("data_dir", None, "Where the search's data set is on this machine (default: the "
@@ -51,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  errors.run_main(main)
+  app.run_main(main)

@@ -20,9 +20,10 @@ import sys
 
 from absl import flags
 
-from pcnas_tf import data_flags
+from pcnas_tf.cli import data_flags
+from pcnas_tf.cli import app
 from pcnas_tf import errors
-from pcnas_tf import ground_truth
+from pcnas_tf.studies import ground_truth
 
 _DEFAULT_FLAGFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                  "flags", "ground_truth.cfg")
@@ -90,4 +91,4 @@ def main(argv):
 if __name__ == "__main__":
   if len(sys.argv) == 1 and os.path.exists(_DEFAULT_FLAGFILE):
     sys.argv.append(f"--flagfile={_DEFAULT_FLAGFILE}")
-  errors.run_main(main)
+  app.run_main(main)

@@ -18,11 +18,15 @@ import json
 import os
 import time
 
-from pcnas_tf import checkpoint
+from pcnas_tf import files
+
+from pcnas_tf.train import workdir
 from pcnas_tf import errors
-from pcnas_tf import search_lib
-from pcnas_tf import space as space_lib
-from pcnas_tf import train_lib
+from pcnas_tf.data import data_config
+from pcnas_tf.search import loop as search_lib
+from pcnas_tf.search import search_config
+from pcnas_tf.space import search_space as space_lib
+from pcnas_tf.train import standalone as train_lib
 
 RESULT_FILE = "pipeline_result.json"
 RETRAIN_DIR = "retrain"
@@ -64,8 +68,7 @@ def retrain_config(search_result: dict, result_path: str, retraining: Retraining
   member = train_lib.pool_member(search_result, result_path)
   space = space_lib.SearchSpace.from_json(search_result["space"])
   searched = search_result["config"]
-  from pcnas_tf import data as data_lib  # pylint: disable=g-import-not-at-top
-  data = data_lib.DataConfig(**searched["data"])
+  data = data_config.DataConfig(**searched["data"])
   return train_lib.TrainConfig(
       space=space, arch=train_lib.parse_arch(space, member["arch"]), se=retraining.se,
       epochs=retraining.epochs, steps_per_epoch=retraining.steps_per_epoch,
@@ -80,11 +83,10 @@ def retrain_config(search_result: dict, result_path: str, retraining: Retraining
 def _finished(path: str):
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return files.read_json(path, "earlier result")
 
 
-def run_pipeline(search_config: search_lib.SearchConfig, work_dir: str, retraining: Retraining,
+def run_pipeline(search_config: search_config.SearchConfig, work_dir: str, retraining: Retraining,
                  latency_runs: int = 40, overwrite: bool = False, progress: bool = True) -> dict:
   """Runs (or resumes) every stage in `work_dir`; returns what pipeline_result.json holds."""
   start = time.time()
@@ -109,7 +111,7 @@ def run_pipeline(search_config: search_lib.SearchConfig, work_dir: str, retraini
                       **{name: os.path.join(work_dir, EXPORT_DIR, exported["formats"][name]["path"])
                          for name in EXPORT_FORMATS}}}
   result["within_budget"] = (result["budget_ms"] is None or result["latency_ms"] <= result["budget_ms"])
-  checkpoint.write_json(os.path.join(work_dir, RESULT_FILE), result)
+  files.write_json(os.path.join(work_dir, RESULT_FILE), result)
   return result
 
 
@@ -118,7 +120,7 @@ def _retrain(search, result_path, retrain_dir, retraining, overwrite, progress) 
   done = _finished(os.path.join(retrain_dir, train_lib.RESULT_FILE))
   if done is not None and not overwrite:
     saved = _finished(os.path.join(retrain_dir, train_lib.CONFIG_FILE)) or {}
-    differences = checkpoint.config_differences(saved, json.loads(json.dumps(config.to_json())))
+    differences = workdir.config_differences(saved, json.loads(json.dumps(config.to_json())))
     if not differences:
       return done
     raise errors.UserError(
@@ -146,8 +148,7 @@ def _export(work_dir, search, latency_runs, overwrite) -> dict:
   model = export_lib.load_model(model_path)
   spec = export_lib.resolve_spec(model, os.path.join(work_dir, RETRAIN_DIR, train_lib.RESULT_FILE))
   height, _, channels = spec.input_shape
-  from pcnas_tf import data as data_lib  # pylint: disable=g-import-not-at-top
-  data_config = dataclasses.replace(data_lib.DataConfig(**search["config"]["data"]), resolution=height,
-                                    channels=channels)
-  images = export_lib.dataset_images(data_config, "test", 256)
+  data = dataclasses.replace(data_config.DataConfig(**search["config"]["data"]), resolution=height,
+                             channels=channels)
+  images = export_lib.dataset_images(data, "test", 256)
   return export_lib.run_export(model, spec, config, images)

@@ -18,9 +18,9 @@ import json
 
 from absl import flags
 
-from pcnas_tf import errors
+from pcnas_tf.cli import app
 from pcnas_tf import pipeline
-from pcnas_tf import search_flags
+from pcnas_tf.cli import search_flags
 
 _DEFAULTS = pipeline.Retraining()
 flags.DEFINE_integer("retrain_epochs", _DEFAULTS.epochs, "Epochs of retraining the chosen network.")
@@ -61,4 +61,4 @@ def main(argv):
 
 if __name__ == "__main__":
   search_flags.use_default_flagfile("demo.cfg", "retrain_demo.cfg")
-  errors.run_main(main)
+  app.run_main(main)

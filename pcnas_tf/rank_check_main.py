@@ -18,9 +18,10 @@ import os
 
 from absl import flags
 
+from pcnas_tf.cli import app
 from pcnas_tf import errors
-from pcnas_tf import rank_lib
-from pcnas_tf import search_flags
+from pcnas_tf.studies import rank_check as rank_lib
+from pcnas_tf.cli import search_flags
 
 flags.DEFINE_integer("num_archs", 8, "K: architectures to train alone and rank.")
 flags.DEFINE_string("archs", "pool", "pool: candidates of the PC-NAS search's final pool (the paper's "
@@ -44,4 +45,4 @@ def main(argv):
 
 if __name__ == "__main__":
   search_flags.use_default_flagfile("rank_cpu.cfg")
-  errors.run_main(main)
+  app.run_main(main)

@@ -24,11 +24,11 @@ import os
 
 from absl import flags
 
-from pcnas_tf import cluster
-from pcnas_tf import errors
-from pcnas_tf import remote_eval
-from pcnas_tf import search_flags
-from pcnas_tf import search_lib
+from pcnas_tf.distribute import cluster
+from pcnas_tf.cli import app
+from pcnas_tf.search import remote_eval
+from pcnas_tf.cli import search_flags
+from pcnas_tf.search import loop as search_lib
 
 flags.DEFINE_float("eval_lease_timeout", 600.0, "With evaluation workers: seconds a worker may hold a "
                    "trial unreported before it goes to another worker.")
@@ -56,4 +56,4 @@ def main(argv):
 
 if __name__ == "__main__":
   search_flags.use_default_flagfile("demo.cfg")
-  errors.run_main(main)
+  app.run_main(main)

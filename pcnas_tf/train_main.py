@@ -21,12 +21,13 @@ import sys
 
 from absl import flags
 
-from pcnas_tf import data as data_lib
-from pcnas_tf import data_flags
+from pcnas_tf.data import data_config
+from pcnas_tf.cli import data_flags
+from pcnas_tf.cli import app
 from pcnas_tf import errors
-from pcnas_tf import space as space_lib
-from pcnas_tf import train_lib
-from pcnas_tf import trainer as trainer_lib
+from pcnas_tf.space import search_space as space_lib
+from pcnas_tf.train import standalone as train_lib
+from pcnas_tf.distribute import strategy as strategy_lib
 
 _DEFAULT_FLAGFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                  "flags", "train_demo.cfg")
@@ -57,7 +58,7 @@ flags.DEFINE_string("init_from_supergraph", "", "A search work directory: start 
                     "weights for this architecture (needs --nose) instead of from scratch.")
 flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "one_device", "multi_worker"],
                   "tf.distribute strategy.")
-flags.DEFINE_integer("collective_timeout_s", trainer_lib.COLLECTIVE_TIMEOUT_S,
+flags.DEFINE_integer("collective_timeout_s", strategy_lib.COLLECTIVE_TIMEOUT_S,
                      "multi_worker: seconds a step waits for the other workers before the run stops "
                      "(restart every task to resume).")
 FLAGS = flags.FLAGS
@@ -91,7 +92,7 @@ def _data_config(search_result):
   """The data settings: the search's where a flag is not set explicitly, else the flags'."""
   if search_result is None:
     return data_flags.data_config()
-  searched = data_lib.DataConfig(**search_result["config"]["data"])
+  searched = data_config.DataConfig(**search_result["config"]["data"])
   changes = {name: data_flags.value(name) for name in data_flags.NAMES if FLAGS[name].present}
   return dataclasses.replace(searched, **changes)
 
@@ -124,4 +125,4 @@ def main(argv):
 if __name__ == "__main__":
   if len(sys.argv) == 1 and os.path.exists(_DEFAULT_FLAGFILE):
     sys.argv.append(f"--flagfile={_DEFAULT_FLAGFILE}")
-  errors.run_main(main)
+  app.run_main(main)

@@ -1,0 +1,128 @@
+"""The supergraph: L mixed operators whose choice comes in as a path tensor (paper section 3.2).
+
+`Supergraph(space, input_shape, num_classes)(images, path, training)` runs only the selected operator of
+each mixop (`mixop.MixOp`: packed weights, a `tf.switch_case` on its entry of `path`), so one traced
+graph serves every architecture and a step costs what the chosen architecture costs.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pcnas_tf import errors
+from pcnas_tf.nn import mixop as mixop_lib
+from pcnas_tf.nn import ops
+
+
+class Supergraph(keras.Model):
+  """The weight-sharing network of a search space.
+
+  Args:
+    space: the `SearchSpace`.
+    input_shape: (height, width, channels) of the images.
+    num_classes: classifier outputs.
+    se: add squeeze-and-excitation to every operator.
+  """
+
+  def __init__(self, space, input_shape, num_classes, se=False, **kwargs):
+    super().__init__(**kwargs)
+    self.space = space
+    self.image_shape = tuple(input_shape)
+    self.num_classes = num_classes
+    self.se = se
+    self.stem = ops.stem_layer(space)
+    self.first_op = ops.first_op_layer(space, se)
+    self.mixops = [
+        mixop_lib.MixOp([ops.candidate_layer(space, index, op, se) for op in layer.choices],
+                        name=f"mixop_{index:02d}")
+        for index, layer in enumerate(space.layers)]
+    self.head = ops.head_layer(space, num_classes)
+    self._build_every_candidate()
+
+  def _build_every_candidate(self):
+    # Variables cannot be created inside the branches of a traced switch_case, so every candidate is
+    # built here, eagerly, on one zero image, and then packed.
+    x = self._stem(tf.zeros((1,) + self.image_shape), training=False)
+    for mixop in self.mixops:
+      outputs = [op(x, training=False) for op in mixop.candidates]
+      mixop.pack()
+      x = outputs[0]
+    self.head(x, training=False)
+    self.built = True
+
+  def _stem(self, images, training, batch_stats=False):
+    x = self.stem(images, training=training, batch_stats=batch_stats)
+    if self.first_op is not None:
+      x = self.first_op(x, training=training, batch_stats=batch_stats)
+    return x
+
+  def call(self, images, path, training=False, batch_stats=False, path_weights=None):
+    """Logits of `path` on `images`.
+
+    Args:
+      images: a batch of images.
+      path: int32 tensor of length L, the chosen operator of each mixop.
+      training: training mode (BN batch statistics, moving averages updated).
+      batch_stats: inference with BN statistics of this batch, moving averages untouched.
+      path_weights: `path_weights(path_rows(path))`, when the caller differentiates with respect to
+        them.
+    """
+    x = self.features(images, path, training=training, batch_stats=batch_stats,
+                      path_weights=path_weights)
+    return self.head(x, training=training, batch_stats=batch_stats)
+
+  def features(self, x, path, training=False, batch_stats=False, start=0, stop=None, images=None,
+               path_weights=None):
+    """Runs mixops `start..stop-1` on `x`.
+
+    `x` are images, run through the stem first, when `images` is True (default: when `start` is 0).
+    """
+    if start == 0 if images is None else images:
+      x = self._stem(x, training, batch_stats)
+    stop = len(self.mixops) if stop is None else stop
+    if start < stop:
+      path = tf.unstack(path, num=len(self.mixops))  # one node, not one slice per mixop
+    for index in range(start, stop):
+      x = self.mixops[index](x, path[index], training=training, batch_stats=batch_stats,
+                             weights=None if path_weights is None else path_weights[index])
+    return x
+
+  def path_rows(self, path):
+    """For each mixop, the rows of its packed weights that `path`'s candidate owns."""
+    path = tf.unstack(path, num=len(self.mixops))
+    return [mixop.weight_rows(path[index]) for index, mixop in enumerate(self.mixops)]
+
+  def path_weights(self, rows):
+    """The values of each mixop's packed weights at `rows` (`path_rows`): the path's weights.
+
+    PathSGD's gradients are taken with respect to these, not the packed variables: a gradient of the
+    size of one path's weights instead of every candidate's, and all-reduced at that size.
+    """
+    return [mixop_lib.read_rows(mixop.packed_weights, r) for mixop, r in zip(self.mixops, rows)]
+
+  def shared_layers(self):
+    """The layers every path uses: stem, fixed first operator, head."""
+    return [layer for layer in (self.stem, self.first_op, self.head) if layer is not None]
+
+  def candidate(self, index, choice):
+    """The operator layer (a template, see `MixOp`) for `choice` at mixop `index`."""
+    return self.mixops[index].candidates[choice]
+
+  def assign_arrays(self, arrays, source: str) -> None:
+    """Assigns checkpoint `arrays` (as `variables` lists them; extra trailing arrays are ignored).
+
+    Raises:
+      errors.UserError: if the arrays were written for another space, width or storage format.
+    """
+    variables = self.variables
+    if len(arrays) < len(variables) or any(
+        tuple(v.shape) != np.shape(a) for v, a in zip(variables, arrays)):
+      raise errors.UserError(
+          f"Checkpoint in {source!r} does not fit this supergraph ({len(variables)} variables); it was "
+          f"written for another space, width or image size, or by an older pcnas_tf.")
+    for variable, value in zip(variables, arrays):
+      variable.assign(value)
+
+  def get_config(self):
+    return {"space": self.space.to_json(), "input_shape": self.image_shape,
+            "num_classes": self.num_classes, "se": self.se}

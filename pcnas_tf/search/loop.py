@@ -1,0 +1,469 @@
+"""The PC-NAS search (paper Algorithm 2): warm-up, then one pool update and Ti epochs per mixop.
+
+`run_search(config)` reads top to bottom: set up (strategy, data, supergraph, constraint, Oracle), then
+a loop whose position is derived from two counters, epochs trained and intervals scored, so a run
+resumed from any checkpoint continues exactly where it stopped:
+
+  epoch < Tw                           warm-up epoch: uniform single paths
+  interval k = (epoch - Tw) // Ti      not scored yet: evaluate the potentials of the pool's extensions
+                                       scored: train one epoch on completions of pool members
+
+Potentials are evaluated here, or, with `serve` settings (the KERASTUNER_* variables of a chief), by
+evaluation workers that pull the Oracle's trials (`remote_eval`); the pool is the same either way.
+"""
+
+import hashlib
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from pcnas_tf import files
+from pcnas_tf import provenance
+
+from pcnas_tf.train import workdir
+
+from pcnas_tf.train import checkpoint
+from pcnas_tf.distribute import cluster as cluster_lib
+from pcnas_tf.constraints import constraint as constraint_lib
+from pcnas_tf.data import sources as data_sources
+from pcnas_tf.data import batches as batches_lib
+from pcnas_tf import errors
+from pcnas_tf.search import baselines as evolution
+from pcnas_tf.constraints import sampling
+from pcnas_tf.search import oracle as oracle_lib
+from pcnas_tf.search import pool as pool_lib
+from pcnas_tf.search import potential as potential_lib
+from pcnas_tf.search import remote_eval
+from pcnas_tf.search import report
+from pcnas_tf.search import search_config
+from pcnas_tf.space import search_space as space_lib
+from pcnas_tf.distribute import strategy as strategy_lib
+from pcnas_tf.train import epochs
+from pcnas_tf.train import supergraph_trainer as trainer_lib
+
+RESULT_FILE = "search_result.json"
+class Search:
+  """One search run in a work directory. Use `run_search`."""
+
+  def __init__(self, config: search_config.SearchConfig, work_dir: str, progress=True,
+               collective_timeout_s=strategy_lib.COLLECTIVE_TIMEOUT_S, serve=None):
+    self.config, self.work_dir, self.serve = config, work_dir, serve
+    keras.utils.set_random_seed(config.seed)  # the supergraph's initial weights
+    self.space = space_lib.get_space(config.space, config.width)
+    self.strategy = strategy_lib.make_strategy(config.strategy, collective_timeout_s)
+    # Every task runs this whole loop; only the chief's files are kept (see cluster.py).
+    self.task = strategy_lib.task_of(self.strategy)
+    self.multi_worker = self.task.num_tasks > 1
+    self.progress = progress and self.task.is_chief
+    self.out_dir = cluster_lib.output_dir(work_dir, self.task)
+    self.splits, self.constraint = load_checked(config, self.space, progress)
+    self.steps_per_epoch = config.steps_per_epoch or max(1, self.splits.num_train // config.batch_size)
+    self.total_steps = max(1, self.total_epochs * self.steps_per_epoch)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, self.total_steps, alpha=config.final_learning_rate / config.learning_rate)
+    self.trainer = trainer_lib.SupergraphTrainer(
+        self.space, self.splits.image_shape, self.splits.num_classes, self.strategy, config.batch_size,
+        schedule, config.momentum, True, config.weight_decay)
+    self.num_choices = tuple(len(layer.choices) for layer in self.space.layers)
+    self.oracle = oracle_lib.PCNASOracle(self.num_choices, config.pool_size, seed=config.seed,
+                                         lease_timeout=serve.lease_timeout if serve else None)
+    self.oracle._set_project_dir(self.out_dir, "oracle")  # pylint: disable=protected-access
+    # Paths, completions and the Oracle's draws: one generator with the same seed and the same calls on
+    # every task, so all tasks train the same path at every step without sending it (checked at each
+    # epoch's end in a multi-worker run; `paths_digest` fingerprints every path trained).
+    self.rng = np.random.default_rng(config.seed)
+    self.paths_digest = ""
+    self.epoch, self.step_in_epoch, self.checkpoints = 0, 0, 0
+    self.timings = {"warmup_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
+    self.log = []
+    self.writer = None  # created by `run`: nothing is written before every check has passed
+    self._iterator = None
+    self._potential_evaluator = None
+
+  # Main loop ----------------------------------------------------------------------------------------
+
+  @property
+  def total_epochs(self):
+    return self.config.warmup_epochs + self.space.num_layers * self.config.interval_epochs
+
+  def run(self):
+    self.writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "tensorboard"))
+    self._restore()
+    pool_search = self.config.training == "pcnas" or self.config.search == "pcnas"
+    with remote_eval.serving(self.oracle, self.serve):
+      while self.epoch < self.total_epochs or (pool_search and not self.oracle.finished):
+        interval = self._interval()
+        if interval is not None and len(self.oracle.history) <= interval:
+          self._evaluate_interval()
+        else:
+          self._train_epoch(interval)
+    if self.config.search == "pcnas":
+      return self._finish(self._pool_result())
+    return self._finish(self._baseline_result())
+
+  def _interval(self):
+    """The interval the next epoch belongs to, or None during warm-up."""
+    if self.epoch < self.config.warmup_epochs:
+      return None
+    if self.config.training == "oneshot":  # trained uniformly; the pool search (if any) comes after
+      done = self.epoch >= self.total_epochs and self.config.search == "pcnas"
+      return self.space.num_layers - 1 if done else None
+    ti = max(1, self.config.interval_epochs)
+    return min((self.epoch - self.config.warmup_epochs) // ti, self.space.num_layers - 1)
+
+  # Training -----------------------------------------------------------------------------------------
+
+  def _train_epoch(self, interval):
+    start, phase = time.time(), "warmup" if interval is None else f"interval {interval}"
+    iterator = self._train_iterator()
+    members = self.oracle.pool if interval is not None else []
+    bar = tqdm.tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, disable=not self.progress,
+                    desc=f"epoch {self.epoch + 1}/{self.total_epochs} ({phase})", leave=False)
+    loss_sum, correct_sum, steps = 0.0, 0, 0
+    while self.step_in_epoch < self.steps_per_epoch:
+      path = self._training_path(members)
+      self._record_path(path)
+      loss, correct = self.trainer.train_step(iterator, path)
+      loss = float(loss)
+      if not math.isfinite(loss):
+        raise epochs.DivergedError(
+            f"Training loss became {loss} in epoch {self.epoch + 1}; the last good checkpoint in "
+            f"{self.work_dir!r} is kept. Lower --learning_rate or check the data.")
+      loss_sum, correct_sum, steps = loss_sum + loss, correct_sum + int(correct), steps + 1
+      self.step_in_epoch += 1
+      bar.update(1)
+      bar.set_postfix(loss=f"{loss:.3f}")
+      if self.step_in_epoch % self.config.checkpoint_every == 0 < self.steps_per_epoch - self.step_in_epoch:
+        self._save()
+    bar.close()
+    self._end_epoch(phase, loss_sum / max(steps, 1), correct_sum / max(steps * self.config.batch_size, 1))
+    self.timings["warmup_s" if interval is None else "train_s"] += time.time() - start
+
+  def _training_path(self, members):
+    """Warm-up and One-Shot: a uniform path; PC-NAS: a uniform pool member, completed at random."""
+    partial = members[int(self.rng.integers(len(members)))] if members else ()
+    return pool_lib.complete(partial, self.num_choices, self.rng)
+
+  def _record_path(self, path):
+    text = self.paths_digest + json.dumps([int(c) for c in path])
+    self.paths_digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+
+  def _end_epoch(self, phase, loss, accuracy):
+    self.epoch, self.step_in_epoch = self.epoch + 1, 0
+    self._check_agreement("the paths trained", [self.epoch, self.paths_digest])
+    learning_rate = float(self.trainer.optimizer.current_learning_rate())
+    self.log.append({"epoch": self.epoch, "phase": phase, "loss": loss, "accuracy": accuracy,
+                     "learning_rate": learning_rate})
+    epochs.write_scalars(self.writer, self.epoch, {
+        "train/loss": loss, "train/accuracy": accuracy, "train/learning_rate": learning_rate})
+    if self.progress:
+      print(f"epoch {self.epoch}/{self.total_epochs} ({phase}): loss {loss:.4f}, "
+            f"accuracy {accuracy:.4f}, lr {learning_rate:.4g}", flush=True)
+    self._save()
+
+  def _train_iterator(self):
+    if self._iterator is None:
+      skip = (self.epoch * self.steps_per_epoch + self.step_in_epoch)
+      config, splits, batch = self.config.data, self.splits, self.config.batch_size
+
+      def dataset_fn(input_context):
+        return batches_lib.train_pipeline(splits, config, batch, input_context, skip_batches=skip)
+
+      dataset = self.strategy.distribute_datasets_from_function(dataset_fn)
+      self._iterator = iter(dataset)
+    return self._iterator
+
+  # Potential evaluation -----------------------------------------------------------------------------
+
+  def _evaluate_interval(self):
+    start = time.time()
+    if self.serve:  # before any trial is handed out: workers load these weights
+      remote_eval.save_interval_weights(self.work_dir, len(self.oracle.history),
+                                        self.trainer.supergraph, {"epoch": self.epoch})
+    if not self.oracle.interval_open:
+      self.oracle.start_interval(self._completions)
+    interval = self.oracle.interval
+    bar = tqdm.tqdm(total=len(self.oracle.pool or [()]), disable=not self.progress, leave=False,
+                    desc=f"potentials, mixop {interval + 1}/{self.space.num_layers}")
+    bar.update(self._trials_scored())
+    if self.serve:
+      self._wait_for_workers(bar)
+    else:
+      self._score_trials(bar)
+    bar.close()
+    self._adopt_chief_pool()
+    self._log_interval()
+    self.timings["eval_s"] += time.time() - start
+
+  def _completions(self, candidate):
+    return self.constraint.completions(candidate, self.config.num_samples, self.rng, self.config.sampling)
+
+  def _trials_scored(self):
+    return len(self.oracle.potentials) // self.num_choices[self.oracle.interval]
+
+  def _score_trials(self, bar):
+    evaluator = self._evaluator()
+    while True:
+      trial = self.oracle.create_trial(remote_eval.CHIEF)
+      if trial.status != "RUNNING":
+        break
+      oracle_lib.report(self.oracle, trial,
+                        remote_eval.trial_metrics(evaluator, trial.hyperparameters.values))
+      bar.update(1)
+      self._save()
+
+  def _wait_for_workers(self, bar):
+    """Checkpoints as the workers report, until every candidate of the interval is scored."""
+    interval, last_report = self.oracle.interval, time.monotonic()
+    while True:
+      done = len(self.oracle.history) > interval
+      scored = bar.total if done else self._trials_scored()
+      if scored > bar.n:
+        bar.update(scored - bar.n)
+        self._save()
+        last_report = time.monotonic()
+      if done:
+        return
+      if time.monotonic() - last_report > self.serve.lease_timeout:  # say why the search waits
+        print(f"Waiting for evaluation workers at {self.serve.address}: {bar.n} of {bar.total} trials "
+              f"of mixop {interval + 1} scored.", flush=True)
+        last_report = time.monotonic()
+      time.sleep(0.1)
+
+  def _baseline_result(self):
+    """EA or random search on the trained supergraph, with PC-NAS' number of evaluations (paper 4.4).
+
+    Each evaluation is one architecture on one validation batch, batches taken in turn, so both
+    spend the same number of validation images as PC-NAS' potential evaluation.
+    """
+    start, evaluator = time.time(), self._evaluator()
+    budget = evolution.progressive_evaluations(self.num_choices, self.config.pool_size,
+                                               self.config.num_samples)
+    counter = iter(range(budget))
+    evaluate = lambda path: evaluator.accuracy(path, next(counter) % len(evaluator.batches))
+    sampler = self.constraint.sampler
+    if self.config.search == "ea":
+      outcome = evolution.evolutionary_search(sampler, evaluate, budget, self.rng, self.config.pool_size)
+    else:
+      outcome = evolution.random_search(sampler, evaluate, budget, self.rng)
+    best = {}
+    for path, score in outcome.history:  # the best score of each distinct architecture
+      best[tuple(path)] = max(score, best.get(tuple(path), -1.0))
+    ranked = sorted(best, key=lambda p: -best[p])[:self.config.pool_size]
+    self.timings["eval_s"] += time.time() - start
+    return [(path, best[path]) for path in ranked], {"evaluations": len(outcome.history)}
+
+  def _pool_result(self):
+    final = self.oracle.history[-1]
+    return list(zip(map(tuple, final["pool"]), final["pool_potentials"])), {}
+
+  def _evaluator(self):
+    """The search's one evaluator: its batches are fixed and its traces serve every interval."""
+    if self._potential_evaluator is None:
+      self._potential_evaluator = potential_lib.search_evaluator(self.config, self.trainer.supergraph, self.splits)
+    return self._potential_evaluator
+
+  # Multi-worker agreement ---------------------------------------------------------------------------
+
+  def _check_agreement(self, what, value):
+    """Raises `ClusterError` unless every task holds the same `value` (a barrier, too)."""
+    if not self.multi_worker:
+      return
+    rows = cluster_lib.gather(self.strategy, [cluster_lib.digest(value)])
+    if len(set(rows[:, 0])) > 1:
+      raise cluster_lib.ClusterError(
+          f"The workers disagree on {what} ({self.task.name} has {value!r}); start every task with the "
+          f"same flags, code and shared --work_dir.")
+
+  def _adopt_chief_pool(self):
+    """Every task takes the chief's new pool (replica 0 is the chief's).
+
+    Each task scores the candidates itself with the same draws, so the pools agree unless potentials
+    differ in their last bits between machines and reorder a near tie; training must still follow one
+    pool, or the tasks' paths would part.
+    """
+    if not self.multi_worker:
+      return
+    pool = list(self.oracle.pool)
+    row = pool_lib.to_row(pool, self.config.pool_size, self.space.num_layers)
+    chief_pool = pool_lib.from_row(cluster_lib.gather(self.strategy, row)[0], self.config.pool_size)
+    if chief_pool != pool:
+      print(f"{self.task.name}: scored a different pool than the chief's (potentials differ in their "
+            f"last bits); training the chief's.", flush=True)
+      self.oracle.pool = chief_pool
+      self.oracle.history[-1]["pool"] = [list(m) for m in chief_pool]
+
+  def _log_interval(self):
+    record = self.oracle.history[-1]
+    if not record["pool"]:
+      raise sampling.BudgetError(
+          f"No candidate of mixop {record['interval'] + 1} has a completion within the budget; raise "
+          f"--budget.")
+    costs = [self.constraint.cost_of_partial(m) for m in record["pool"]]
+    record["pool_costs"] = costs
+    scalars = {f"pool/potential_{rank}": value for rank, value in enumerate(record["pool_potentials"])}
+    scalars.update({f"pool/{self.config.constraint}_{rank}": cost for rank, cost in enumerate(costs)})
+    epochs.write_scalars(self.writer, record["interval"] + 1, scalars)
+    if self.progress:
+      best = record["pool_potentials"][0]
+      print(f"mixop {record['interval'] + 1}/{self.space.num_layers}: pool of "
+            f"{len(record['pool'])}, best potential {best:.4f}", flush=True)
+
+  # Checkpoints --------------------------------------------------------------------------------------
+
+  def _arrays(self):
+    variables = self.trainer.supergraph.variables + self.trainer.optimizer.slots
+    return [v.numpy() for v in variables] + [self.trainer.optimizer.iterations.numpy()]
+
+  def _save(self):
+    self.checkpoints += 1
+    oracle_state, trials = self.oracle.snapshot()
+    state = {"config": self.config.to_json(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+             "oracle": oracle_state, "trials": trials, "rng": self.rng.bit_generator.state,
+             "timings": self.timings, "log": self.log, "checkpoints": self.checkpoints,
+             "paths_digest": self.paths_digest}
+    # Every task reads its variables (which may take part in collectives); only the chief's copy is
+    # kept, in the shared work directory, the others go to their temporary directories.
+    checkpoint.save(os.path.join(self.out_dir, "checkpoints"), self.checkpoints, self._arrays(), state)
+
+  def _restore(self):
+    """Every task resumes from the newest checkpoint in the shared work directory, the same one."""
+    found = checkpoint.latest(os.path.join(self.work_dir, "checkpoints"))
+    self._check_agreement("the checkpoint to resume from", found[1]["checkpoints"] if found else 0)
+    if found is None:
+      return
+    arrays, state = found
+    supergraph = self.trainer.supergraph
+    supergraph.assign_arrays(arrays, self.work_dir)
+    for slot, value in zip(self.trainer.optimizer.slots, arrays[len(supergraph.variables):]):
+      slot.assign(value)
+    self.trainer.optimizer.iterations.assign(arrays[-1])
+    from keras_tuner.src.engine import trial as trial_module  # pylint: disable=g-import-not-at-top
+    self.oracle.trials = {tid: trial_module.Trial.from_state(s) for tid, s in state["trials"].items()}
+    self.oracle.set_state(state["oracle"])
+    self.oracle.pool = [tuple(m) for m in self.oracle.pool]
+    self.rng.bit_generator.state = state["rng"]
+    self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+    self.timings, self.log, self.checkpoints = state["timings"], state["log"], state["checkpoints"]
+    self.paths_digest = state.get("paths_digest", "")
+    if self.progress:
+      print(f"Resuming from checkpoint {self.checkpoints}: epoch {self.epoch}, step "
+            f"{self.step_in_epoch}, {len(self.oracle.history)} mixops decided.", flush=True)
+
+  # Results ------------------------------------------------------------------------------------------
+
+  def _finish(self, ranked):
+    ranked, extra = ranked
+    pool = []
+    for path, value in ranked:
+      arch = self.space.arch_from_indices(path)
+      pool.append({"arch": list(arch), "arch_string": self.space.arch_to_string(arch),
+                   "potential": value, **self.constraint.describe(arch)})
+    result = {"space": self.space.to_json(), "space_name": self.space.name,
+              "input_shape": list(self.splits.image_shape), "num_classes": self.splits.num_classes,
+              "final_pool": pool, "chosen": pool[0], "intervals": self.oracle.history,
+              "search": {"training": self.config.training, "method": self.config.search, **extra},
+              "constraint": self.constraint.summary(), "config": self.config.to_json(),
+              "timings": self.timings, "log": self.log, "versions": provenance.versions(),
+              "distribution": {"strategy": self.config.strategy, "tasks": self.task.num_tasks,
+                               "replicas": self.strategy.num_replicas_in_sync},
+              "paths_digest": self.paths_digest}
+    if self.serve:
+      result["remote_evaluation"] = {"address": self.serve.address, "trials": len(self.oracle.trials),
+                                     "scored": len(self.oracle.end_order),
+                                     "expired_leases": self.oracle.expired_leases,
+                                     "late_reports": self.oracle.late_reports}
+    files.write_json(os.path.join(self.out_dir, RESULT_FILE), result)
+    if self.oracle.history:  # EA and random search on a One-Shot supergraph have no intervals
+      report.plot_search(result, os.path.join(self.out_dir, "search.png"))
+    report.draw_architecture(self.space, pool[0]["arch"], os.path.join(self.out_dir, "chosen_arch.png"))
+    self.writer.flush()
+    return result
+
+
+def load_checked(config: search_config.SearchConfig, space, progress=True):
+  """(data splits, `constraint.SearchConstraint`) of a search, after every check that needs them.
+
+  In this order, cheapest first: the resolution against the space's total stride (`data.load`), the
+  data sizes against the batch sizes (`check_splits`), then the budget against the costs, for which a
+  latency constraint builds its table (or reads it from the cache). Nothing is trained or written to
+  the work directory.
+  """
+  splits = data_sources.load(config.data, min_resolution=space.total_stride)
+  search_config.check_splits(config, splits)
+  constraint = constraint_lib.build(space, splits.image_shape, splits.num_classes, config, progress)
+  return splits, constraint
+
+
+_OUTPUTS = ("checkpoints", "oracle", "tensorboard", RESULT_FILE)
+
+
+def has_trained_state(work_dir: str) -> bool:
+  """Whether `work_dir` holds a checkpoint or a result, which only --overwrite may replace."""
+  return (checkpoint.has_checkpoints(os.path.join(work_dir, "checkpoints"))
+          or os.path.exists(os.path.join(work_dir, RESULT_FILE)))
+
+
+def check_work_dir(work_dir: str, config: search_config.SearchConfig, overwrite: bool) -> bool:
+  """Raises `UserError` unless `config` may run in `work_dir`; writes nothing.
+
+  A work directory may be written, and it either holds this config's search (to resume), no trained
+  state (a rejected or never started run: taken over), or `overwrite` is set.
+
+  Returns:
+    True if the run starts afresh there (earlier outputs are to be removed), False if it resumes.
+  """
+  files.check_writable_dir(work_dir)
+  config_path = os.path.join(work_dir, "config.json")
+  if overwrite or not has_trained_state(work_dir):
+    return True
+  if not os.path.exists(config_path):
+    return False
+  saved = files.read_json(config_path, "search config")
+  differences = workdir.config_differences(saved, json.loads(json.dumps(config.to_json())))
+  if differences:
+    raise errors.UserError(f"Work directory {work_dir!r} holds a search with a different config "
+                           f"({'; '.join(differences[:3])}); use --overwrite to start afresh or "
+                           f"another --work_dir.")
+  return False
+
+
+def prepare_work_dir(work_dir: str, config: search_config.SearchConfig, overwrite: bool):
+  """Checks `work_dir` (`check_work_dir`), creates it and writes `config` to its config.json.
+
+  A fresh start removes the outputs of an earlier run there first.
+  """
+  fresh = check_work_dir(work_dir, config, overwrite)
+  files.make_dir(work_dir)
+  if fresh:
+    for name in _OUTPUTS:
+      files.remove(os.path.join(work_dir, name))
+  files.write_json(os.path.join(work_dir, "config.json"), config.to_json())
+
+
+def run_search(config: search_config.SearchConfig, work_dir: str, overwrite=False, progress=True,
+               collective_timeout_s=strategy_lib.COLLECTIVE_TIMEOUT_S, serve=None) -> dict:
+  """Runs (or resumes) a search in `work_dir` and returns the result written to search_result.json.
+
+  Every check (settings, work directory, data sizes against the batch sizes, the budget against the
+  costs) is made before anything is trained or written to `work_dir`.
+
+  Under `--strategy=multi_worker` every task calls this with the same arguments and a shared
+  `work_dir`; only the chief prepares, locks and writes it (see cluster.py).
+
+  `serve`: `remote_eval.ServeSettings` to have evaluation workers score the potentials; None scores
+  them in this process. In a multi-worker run only the chief serves; the other training tasks score
+  locally and then take the chief's pool.
+  """
+  config.validate()
+  return cluster_lib.run_job(
+      work_dir, config.strategy == "multi_worker",
+      lambda: check_work_dir(work_dir, config, overwrite),
+      lambda chief: Search(config, work_dir, progress, collective_timeout_s, serve if chief else None),
+      lambda: prepare_work_dir(work_dir, config, overwrite))

@@ -1,0 +1,42 @@
+"""Tests of the search-quality statistics and proxies on constructed inputs with known answers."""
+
+import numpy as np
+import pytest
+
+from bench import search_quality
+from pcnas_tf.nn import model as model_lib
+from pcnas_tf.space import search_space as space_lib
+
+
+def test_ranking_of_a_perfect_and_a_reversed_estimate():
+  truth = np.arange(40.0)  # its top 10% holds 4 networks
+  perfect = search_quality.ranking(truth, truth * 3 + 1)
+  assert perfect == {"kendall": pytest.approx(1.0), "spearman": pytest.approx(1.0),
+                     "kendall_top": pytest.approx(1.0), "top10_overlap": 1.0}
+  reversed_ = search_quality.ranking(truth, -truth)
+  assert reversed_["kendall"] == pytest.approx(-1.0) and reversed_["top10_overlap"] == 0.0
+
+
+def test_top10_overlap_counts_shared_members():
+  truth = np.arange(20.0)
+  estimate = truth.copy()
+  estimate[[19, 18, 17]] = -1  # three of the true top 10 fall out of the estimate's
+  assert search_quality.ranking(truth, estimate)["top10_overlap"] == pytest.approx(0.7)
+
+
+def test_depth_counts_non_identity_layers():
+  assert search_quality.depth((0, 1, 2, 0, 0, 1, 0, 0)) == 3
+
+
+def test_zero_cost_proxies_are_finite_and_prefer_the_deeper_network():
+  space = space_lib.macro_space(0.25)
+  shape = (16, 16, 3)
+  images = np.random.default_rng(0).uniform(-1, 1, (8, *shape)).astype(np.float32)
+  scores = []
+  for path in ((0,) * 8, (2,) * 8):
+    model = model_lib.build_model(space.arch_from_indices(path), space, shape, 10)
+    before = [w.numpy().copy() for w in model.weights]
+    scores.append((search_quality.synflow(model, shape), search_quality.naswot(model, images)))
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, model.weights))  # restored
+  assert all(np.isfinite(s) for pair in scores for s in pair)
+  assert scores[1][0] > scores[0][0]  # more weights on every path: a larger synflow

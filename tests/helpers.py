@@ -1,0 +1,250 @@
+"""Tiny real data and tiny spaces shared by the tests (not used by the tool itself)."""
+
+import dataclasses
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from pcnas_tf.data import data_config
+from pcnas_tf.data import fashion_mnist
+from pcnas_tf.space import search_space as space_lib
+
+
+def write_idx(path, array):
+  """Writes `array` as a gzipped IDX file like Debian's."""
+  magic = 0x800 + array.ndim
+  header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_fashion_slice(directory, num_train, num_test, labels_offset=0):
+  """The first images of each real Fashion-MNIST split, as IDX files; returns the train images."""
+  os.makedirs(directory, exist_ok=True)
+  train_images = None
+  for split, count in (("train", num_train), ("test", num_test)):
+    images, labels = fashion_mnist.read_split(data_config.DEBIAN_FASHION_MNIST, split)
+    images_file, labels_file = fashion_mnist.FILES[split]
+    write_idx(os.path.join(directory, images_file), images[:count, ..., 0])
+    write_idx(os.path.join(directory, labels_file), labels[:count] + labels_offset)
+    train_images = images[:num_train] if split == "train" else train_images
+  return train_images
+
+
+def tiny_fashion(root, num_train=600, num_test=100, **config):
+  """A prepared slice of Fashion-MNIST under `root`, and its `DataConfig` (extra fields: `config`)."""
+  write_fashion_slice(os.path.join(root, "idx"), num_train, num_test)
+  config = data_config.DataConfig(data_dir=os.path.join(root, "tfds"), idx_dir=os.path.join(root, "idx"),
+                           **config)
+  fashion_mnist.prepare(config.data_dir, config.idx_dir)
+  return config
+
+
+def tiny_space():
+  """Three mixops of two or three operators on 8-16 channels: a supergraph that traces in seconds."""
+  choices = ("Identity", "MBConv_3_3", "MBConv_6_5")
+  layers = (space_lib.LayerSpec(8, 1, choices), space_lib.LayerSpec(16, 2, choices),
+            space_lib.LayerSpec(16, 1, choices[:2]))
+  return space_lib.SearchSpace("tiny", 8, 1, None, layers, 16, "relu")
+
+
+def tiny_search_config(root):
+  """A search config under `root` that finishes in seconds: 3 mixops, 8x8 images, a few steps."""
+  from pcnas_tf.search import search_config  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  space_path = os.path.join(root, "tiny_space.json")
+  with open(space_path, "w") as f:
+    json.dump(tiny_space().to_json(), f)
+  data_config = tiny_fashion(str(root), resolution=8, validation=128, deterministic=True)
+  return search_config.SearchConfig(
+      space=space_path, pool_size=2, num_samples=3, warmup_epochs=1, interval_epochs=1,
+      steps_per_epoch=2, batch_size=16, constraint="flops", budget="0.6", eval_batch_size=32,
+      eval_batches=2, strategy="one_device", checkpoint_every=1, data=data_config)
+
+
+# Searches in other processes: one process, or a local multi-worker cluster (cluster_test, bench) --------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLUSTER_TIMEOUT_S = 420  # per run: a hung collective fails the caller instead of stalling it
+
+# Runs one search task: argv = work_dir, config JSON, output path ("TASK" becomes the task index), number
+# of logical CPUs. Every task writes its own result there (non-chief tasks keep nothing in work_dir).
+SEARCH_TASK = '''
+import json, os, sys
+if int(sys.argv[4]) > 1:
+  import tensorflow as tf
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * int(sys.argv[4]))
+from pcnas_tf.distribute import cluster
+from pcnas_tf.data import data_config
+from pcnas_tf import errors
+from pcnas_tf.search import loop as search_lib
+from pcnas_tf.search import search_config
+fields = json.loads(sys.argv[2])
+task = cluster.task_from_env() if os.environ.get(cluster.ENV) else cluster.Task()
+try:
+  result = search_lib.run_search(search_config.SearchConfig.from_json(fields), sys.argv[1], progress=False,
+                                 collective_timeout_s=60)
+except errors.UserError as error:
+  print(f"error: {error}", flush=True)
+  sys.exit(2)
+with open(sys.argv[3].replace("TASK", str(task.index)), "w") as f:
+  json.dump({key: result[key] for key in ("final_pool", "paths_digest", "distribution", "log")}, f)
+'''
+
+
+def search_task_argv(config, work_dir, output, logical_cpus=1):
+  """The command that runs `config` in `work_dir` and writes the task's result summary to `output`."""
+  import sys  # pylint: disable=g-import-not-at-top
+  return [sys.executable, "-c", SEARCH_TASK, str(work_dir), json.dumps(config.to_json()), str(output),
+          str(logical_cpus)]
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def run_search_process(config, work_dir, logical_cpus=2, timeout=CLUSTER_TIMEOUT_S):
+  """Runs `config` in one process with `logical_cpus` CPU devices; returns its result summary."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  output = f"{work_dir}.json"
+  done = subprocess.run(search_task_argv(config, work_dir, output, logical_cpus), cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout)
+  if done.returncode != 0:
+    raise RuntimeError(f"search process failed ({done.returncode}):\n{done.stdout[-3000:]}"
+                       f"{done.stderr[-3000:]}")
+  return read_json(output)
+
+
+@dataclasses.dataclass
+class ClusterRun:
+  """What `run_search_cluster` saw: exit codes, each task's result summary (None if it failed), log tails,
+  and seconds from the start to the kill (if any) and to the last exit."""
+  codes: list
+  results: list
+  logs: str
+  killed_at_s: float | None
+  finished_s: float
+
+
+def run_search_cluster(config, work_dir, log_dir, num_workers=2, kill_after_checkpoint=None,
+                       timeout=CLUSTER_TIMEOUT_S) -> ClusterRun:
+  """Runs `config` (strategy multi_worker) as `num_workers` processes on 127.0.0.1.
+
+  With `kill_after_checkpoint=n`, the last worker is killed once checkpoint n is in `work_dir`.
+  """
+  import time  # pylint: disable=g-import-not-at-top
+  from tests import local_cluster  # pylint: disable=g-import-not-at-top
+  output = f"{work_dir}_TASK.json"
+  paths = [output.replace("TASK", str(i)) for i in range(num_workers)]
+  for path in paths:
+    if os.path.exists(path):
+      os.remove(path)
+  start, killed_at = time.monotonic(), None
+  with local_cluster.LocalCluster(search_task_argv(config, work_dir, output), num_workers, log_dir,
+                            cwd=REPO) as workers:
+    if kill_after_checkpoint is not None:
+      target = os.path.join(work_dir, "checkpoints", f"ckpt-{kill_after_checkpoint:08d}")
+      while (not os.path.exists(target) and time.monotonic() < start + timeout
+             and all(p.poll() is None for p in workers.processes)):
+        time.sleep(0.05)
+      if not os.path.exists(target):
+        raise RuntimeError(f"checkpoint {kill_after_checkpoint} never appeared:\n{workers.logs()}")
+      workers.kill(num_workers - 1)
+      killed_at = time.monotonic() - start
+    codes = workers.wait(timeout)
+  results = [read_json(p) if code == 0 and os.path.exists(p) else None for code, p in zip(codes, paths)]
+  return ClusterRun(codes, results, workers.logs(), killed_at, time.monotonic() - start)
+
+
+# Chief and evaluation workers on 127.0.0.1 (remote_eval_test and bench/multiworker_eval) -----------------
+
+_CHIEF = """
+import json, sys
+from pcnas_tf.data import data_config
+from pcnas_tf.search import remote_eval
+from pcnas_tf.search import loop as search_lib
+from pcnas_tf.search import search_config
+fields = json.loads(sys.argv[2])
+serve = remote_eval.serve_settings_from_env(float(sys.argv[3]), stop_grace=5.0)
+search_lib.run_search(search_config.SearchConfig.from_json(fields), sys.argv[1], progress=False, serve=serve)
+"""
+
+
+def free_port():
+  """A TCP port on 127.0.0.1 that nothing listens on now."""
+  from tests import local_cluster  # pylint: disable=g-import-not-at-top
+  return local_cluster.free_ports(1)[0]
+
+
+def kerastuner_env(port, tuner_id):
+  """The environment of a keras-tuner chief (`tuner_id` "chief") or worker on 127.0.0.1:`port`."""
+  return dict(os.environ, KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
+              KERASTUNER_ORACLE_PORT=str(port))
+
+
+def start_chief(config, work_dir, port, lease_timeout, log_path):
+  """Starts a search serving its potential evaluation on 127.0.0.1:`port`; output goes to `log_path`."""
+  return _start([sys.executable, "-c", _CHIEF, work_dir, json.dumps(config.to_json()),
+                 str(lease_timeout)], kerastuner_env(port, "chief"), log_path)
+
+
+def start_eval_worker(work_dir, port, tuner_id, log_path, rpc_timeout=20.0):
+  """Starts `eval_worker_main` for the chief on 127.0.0.1:`port`; output goes to `log_path`."""
+  return _start([sys.executable, "-m", "pcnas_tf.eval_worker_main", f"--work_dir={work_dir}",
+                 f"--rpc_timeout={rpc_timeout}", "--connect_timeout=300", "--poll_interval=0.2"],
+                kerastuner_env(port, tuner_id), log_path)
+
+
+def _start(command, env, log_path):
+  with open(log_path, "w") as log:  # the child keeps its own descriptor
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def run_served_search(config, work_dir, num_workers, lease_timeout=3.0, kill_first_scorer=False,
+                      timeout=900.0):
+  """Runs a search as chief with `num_workers` evaluation workers on 127.0.0.1; returns a summary.
+
+  With `kill_first_scorer`, the worker that takes the first trial is killed (SIGKILL) before it can
+  report. Output goes to `work_dir`.log, `work_dir`.worker<i>.log. Returns {"result" (search_result.json,
+  None if the chief failed), "chief_rc", "worker_rcs" (None for the killed one), "killed" (its name),
+  "wall_s", "logs"}.
+  """
+  start, port = time.monotonic(), free_port()
+  logs = {"chief": f"{work_dir}.log", **{f"worker{i}": f"{work_dir}.worker{i}.log"
+                                         for i in range(num_workers)}}
+  chief = start_chief(config, work_dir, port, lease_timeout, logs["chief"])
+  workers = {name: start_eval_worker(work_dir, port, name, logs[name]) for name in logs if name != "chief"}
+  killed = None
+  try:
+    if kill_first_scorer:
+      while not killed and chief.poll() is None and time.monotonic() - start < timeout:
+        killed = next((n for n in workers if "scoring trial" in _read(logs[n])), None)
+        time.sleep(0.05)
+      if killed:
+        workers[killed].kill()
+        workers[killed].wait()
+    chief_rc = chief.wait(timeout=max(1.0, timeout - (time.monotonic() - start)))
+    worker_rcs = {n: None if n == killed else w.wait(timeout=60) for n, w in workers.items()}
+  finally:
+    for process in [chief, *workers.values()]:
+      if process.poll() is None:
+        process.kill()
+        process.wait()
+  result_path = os.path.join(work_dir, "search_result.json")
+  result = None
+  if chief_rc == 0:
+    with open(result_path) as f:
+      result = json.load(f)
+  return {"result": result, "chief_rc": chief_rc, "worker_rcs": worker_rcs, "killed": killed,
+          "wall_s": time.monotonic() - start, "logs": {n: _read(path) for n, path in logs.items()}}
+
+
+def _read(path):
+  with open(path) as f:
+    return f.read()
