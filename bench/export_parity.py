@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from export import export_lib
+from export import spec as spec_lib
 from pcnas_tf.data import data_config
 from pcnas_tf.cli import app
 from pcnas_tf import errors
@@ -95,8 +96,8 @@ def main(argv=None) -> None:
     if path is None:
       path = f"{folder}/model.keras"
       train_fresh_model(space, (args.resolution, args.resolution, 3), args, path)
-    model = export_lib.load_model(path)
-    spec = export_lib.resolve_spec(model, None, space)
+    model = spec_lib.load_model(path)
+    spec = spec_lib.resolve_spec(model, None, space)
     images, _ = fashion_mnist_images("test", 0, 256, spec.input_shape)
     representative, _ = fashion_mnist_images("train", args.train_images, 256, spec.input_shape)
     config = export_lib.ExportConfig(output_dir=f"{folder}/export", formats=FORMATS, batch=args.batch,

@@ -19,6 +19,7 @@ import json
 from absl import flags
 
 from export import export_lib
+from export import spec as spec_lib
 from pcnas_tf.data import data_config
 from pcnas_tf.cli import app
 from pcnas_tf.space import search_space as space_lib
@@ -55,10 +56,10 @@ def main(argv) -> None:
                                    min_top1_agreement=_MIN_TOP1_AGREEMENT.value)
   # Checked before the model loads, so a forgotten --overwrite fails in a second.
   export_lib.check_output_dir(config.output_dir, config.overwrite)
-  model = export_lib.load_model(_MODEL.value)
+  model = spec_lib.load_model(_MODEL.value)
   space = space_lib.get_space(_SPACE.value, _WIDTH.value) if _SPACE.value else None
-  spec = export_lib.resolve_spec(model, _SEARCH_RESULT.value or export_lib.find_spec_file(_MODEL.value),
-                                 space, _ARCH.value)
+  spec = spec_lib.resolve_spec(model, _SEARCH_RESULT.value or spec_lib.find_spec_file(_MODEL.value),
+                               space, _ARCH.value)
   height, _, channels = spec.input_shape
   data = data_config.DataConfig(dataset=_DATASET.value, data_dir=_DATA_DIR.value, resolution=height,
                                 channels=channels)

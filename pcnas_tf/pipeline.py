@@ -135,6 +135,7 @@ def _retrain(search, result_path, retrain_dir, retraining, overwrite, progress) 
 
 def _export(work_dir, search, latency_runs, overwrite) -> dict:
   from export import export_lib  # pylint: disable=g-import-not-at-top
+  from export import spec as spec_lib  # pylint: disable=g-import-not-at-top
   output_dir = os.path.join(work_dir, EXPORT_DIR)
   model_path = os.path.join(work_dir, RETRAIN_DIR, train_lib.MODEL_FILE)
   done = _finished(os.path.join(output_dir, export_lib.RESULT_FILE))
@@ -145,8 +146,8 @@ def _export(work_dir, search, latency_runs, overwrite) -> dict:
   batch = search["config"]["latency_batch"]
   config = export_lib.ExportConfig(output_dir=output_dir, formats=EXPORT_FORMATS, overwrite=True,
                                    batch=batch, latency_runs=latency_runs)
-  model = export_lib.load_model(model_path)
-  spec = export_lib.resolve_spec(model, os.path.join(work_dir, RETRAIN_DIR, train_lib.RESULT_FILE))
+  model = spec_lib.load_model(model_path)
+  spec = spec_lib.resolve_spec(model, os.path.join(work_dir, RETRAIN_DIR, train_lib.RESULT_FILE))
   height, _, channels = spec.input_shape
   data = dataclasses.replace(data_config.DataConfig(**search["config"]["data"]), resolution=height,
                              channels=channels)

@@ -1,4 +1,4 @@
-"""Tests of export_lib and the export binary, on a tiny macro-space model trained on Fashion-MNIST.
+"""Tests of the export modules and the export binary, on a tiny macro-space model trained on Fashion-MNIST.
 
 The model is trained for a few hundred steps so its predictions are confident and varied: on a random
 model most probabilities sit near 1/10 and top-1 agreement of int8 would measure rounding noise.
@@ -14,7 +14,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from export import export_errors
 from export import export_lib
+from export import predictors
+from export import spec as spec_lib
+from export import writers
 from pcnas_tf.data import data_config
 from pcnas_tf.data import fashion_mnist
 from pcnas_tf.nn import model as model_lib
@@ -55,8 +59,8 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(workdir):
-  model = export_lib.load_model(str(workdir / "model.keras"))
-  return model, export_lib.resolve_spec(model, export_lib.find_spec_file(str(workdir / "model.keras")))
+  model = spec_lib.load_model(str(workdir / "model.keras"))
+  return model, spec_lib.resolve_spec(model, spec_lib.find_spec_file(str(workdir / "model.keras")))
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +84,9 @@ def exported(workdir, loaded, parity_images):
 
 
 def test_load_model_restores_the_trained_weights(workdir, parity_images):
-  model = export_lib.load_model(str(workdir / "model.keras"))
+  model = spec_lib.load_model(str(workdir / "model.keras"))
   np.testing.assert_allclose(model(parity_images[:8]), np.load(workdir / "logits.npy"), atol=1e-5)
-  assert export_lib.model_arch(model) == ARCH
+  assert spec_lib.model_arch(model) == ARCH
 
 
 def test_loaded_model_is_the_trained_one(loaded, parity_images):
@@ -101,15 +105,15 @@ def test_load_model_rejects_bad_files(tmp_path, content, message):
   path = tmp_path / "model.keras"
   if content is not None:
     path.write_bytes(content)
-  with pytest.raises(export_lib.ExportError, match=message):
-    export_lib.load_model(str(path))
+  with pytest.raises(export_errors.ExportError, match=message):
+    spec_lib.load_model(str(path))
 
 
 def test_load_model_rejects_a_non_pcnas_model(tmp_path):
   other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
   other.save(tmp_path / "other.keras")
-  with pytest.raises(export_lib.ExportError, match="is not a PC-NAS model"):
-    export_lib.load_model(str(tmp_path / "other.keras"))
+  with pytest.raises(export_errors.ExportError, match="is not a PC-NAS model"):
+    spec_lib.load_model(str(tmp_path / "other.keras"))
 
 
 def test_resolve_spec_reads_train_result(loaded):
@@ -120,41 +124,41 @@ def test_resolve_spec_reads_train_result(loaded):
 
 def test_resolve_spec_works_from_flags_alone(loaded):
   model, _ = loaded
-  spec = export_lib.resolve_spec(model, None, SPACE, SPACE.arch_to_string(ARCH))
+  spec = spec_lib.resolve_spec(model, None, SPACE, SPACE.arch_to_string(ARCH))
   assert spec.arch == ARCH and spec.predicted_latency_ms is None
 
 
 def test_resolve_spec_needs_a_space(loaded):
-  with pytest.raises(export_lib.ExportError, match="No search space is known"):
-    export_lib.resolve_spec(loaded[0])
+  with pytest.raises(export_errors.ExportError, match="No search space is known"):
+    spec_lib.resolve_spec(loaded[0])
 
 
 def test_resolve_spec_rejects_a_different_arch(loaded):
   other = ("Identity",) + ARCH[1:]
-  with pytest.raises(export_lib.ExportError, match="does not match the model's layers"):
-    export_lib.resolve_spec(loaded[0], None, SPACE, other)
+  with pytest.raises(export_errors.ExportError, match="does not match the model's layers"):
+    spec_lib.resolve_spec(loaded[0], None, SPACE, other)
 
 
 def test_resolve_spec_rejects_an_arch_not_in_the_space(loaded):
   with pytest.raises(space_lib.SpaceError, match="not allowed at layer 0"):
-    export_lib.resolve_spec(loaded[0], None, SPACE, ("NConv_1_3",) + ARCH[1:])
+    spec_lib.resolve_spec(loaded[0], None, SPACE, ("NConv_1_3",) + ARCH[1:])
 
 
 def test_resolve_spec_rejects_a_model_of_another_width(loaded):
-  with pytest.raises(export_lib.ExportError, match="does not match this space or width"):
-    export_lib.resolve_spec(loaded[0], None, space_lib.macro_space(0.5))
+  with pytest.raises(export_errors.ExportError, match="does not match this space or width"):
+    spec_lib.resolve_spec(loaded[0], None, space_lib.macro_space(0.5))
 
 
 def test_resolve_spec_rejects_a_model_of_another_space(loaded):
-  with pytest.raises(export_lib.ExportError, match="was not built in this space"):
-    export_lib.resolve_spec(loaded[0], None, space_lib.small_space(0.25))
+  with pytest.raises(export_errors.ExportError, match="was not built in this space"):
+    spec_lib.resolve_spec(loaded[0], None, space_lib.small_space(0.25))
 
 
 def test_resolve_spec_rejects_a_train_result_of_another_model(loaded, tmp_path):
   path = tmp_path / "train_result.json"
   path.write_text(json.dumps({"space": SPACE.to_json(), "input_shape": [32, 32, 3], "num_classes": 10}))
-  with pytest.raises(export_lib.ExportError, match=r"gives input_shape \[32, 32, 3\]; the model has"):
-    export_lib.resolve_spec(loaded[0], str(path))
+  with pytest.raises(export_errors.ExportError, match=r"gives input_shape \[32, 32, 3\]; the model has"):
+    spec_lib.resolve_spec(loaded[0], str(path))
 
 
 def _search_result(tmp_path, content):
@@ -166,7 +170,7 @@ def _search_result(tmp_path, content):
 def test_search_result_gives_the_pool_members_latency(loaded, tmp_path):
   pool = [{"arch": "00000000", "predicted_latency_ms": 1.0},
           {"arch": SPACE.arch_to_string(ARCH), "predicted_latency_ms": 2.5}]
-  spec = export_lib.resolve_spec(loaded[0], _search_result(tmp_path, {"final_pool": pool}))
+  spec = spec_lib.resolve_spec(loaded[0], _search_result(tmp_path, {"final_pool": pool}))
   assert spec.predicted_latency_ms == 2.5
 
 
@@ -176,8 +180,8 @@ def test_search_result_gives_the_pool_members_latency(loaded, tmp_path):
     ({"final_pool": ["00000000"]}, "is not in the final pool"),
 ])
 def test_search_result_must_hold_the_model(loaded, tmp_path, content, message):
-  with pytest.raises(export_lib.ExportError, match=message):
-    export_lib.resolve_spec(loaded[0], _search_result(tmp_path, content))
+  with pytest.raises(export_errors.ExportError, match=message):
+    spec_lib.resolve_spec(loaded[0], _search_result(tmp_path, content))
 
 
 # Flags-level checks ---------------------------------------------------------------------------------
@@ -185,12 +189,12 @@ def test_search_result_must_hold_the_model(loaded, tmp_path, content, message):
 
 def test_parse_formats_rejects_an_unknown_format():
   assert export_lib.parse_formats("onnx, tflite,onnx") == ("onnx", "tflite")
-  with pytest.raises(export_lib.ExportError, match="Unknown export format pytorch; allowed"):
+  with pytest.raises(export_errors.ExportError, match="Unknown export format pytorch; allowed"):
     export_lib.parse_formats("onnx,pytorch")
 
 
 def test_existing_output_dir_needs_overwrite(tmp_path):
-  with pytest.raises(export_lib.ExportError, match="already exists; pass --overwrite"):
+  with pytest.raises(export_errors.ExportError, match="already exists; pass --overwrite"):
     export_lib.prepare_output_dir(str(tmp_path), overwrite=False)
   (tmp_path / "keep.txt").write_text("mine")
   export_lib.prepare_output_dir(str(tmp_path), overwrite=True)
@@ -199,7 +203,7 @@ def test_existing_output_dir_needs_overwrite(tmp_path):
 
 def test_output_dir_that_cannot_be_created_is_refused_before_anything_is_written(tmp_path):
   (tmp_path / "file").write_text("")
-  with pytest.raises(export_lib.ExportError, match=r"Cannot create output directory .* is a file, "
+  with pytest.raises(export_errors.ExportError, match=r"Cannot create output directory .* is a file, "
                      r"not a directory; choose another --output_dir\."):
     export_lib.check_output_dir(str(tmp_path / "file" / "export"), overwrite=False)
   export_lib.check_output_dir(str(tmp_path / "new" / "export"), overwrite=False)
@@ -208,14 +212,14 @@ def test_output_dir_that_cannot_be_created_is_refused_before_anything_is_written
 
 def test_int8_needs_a_representative_dataset(loaded, parity_images, tmp_path):
   config = export_lib.ExportConfig(output_dir=str(tmp_path / "out"), formats=("tflite_int8",))
-  with pytest.raises(export_lib.ExportError, match="needs a representative dataset"):
+  with pytest.raises(export_errors.ExportError, match="needs a representative dataset"):
     export_lib.run_export(*loaded, config, parity_images)
   assert not (tmp_path / "out").exists()
 
 
 def test_stage_ends_are_before_each_stride_two_layer():
-  assert export_lib.stage_ends(SPACE) == [1, 4, 7]
-  assert export_lib.stage_ends(space_lib.small_space()) == [3, 7, 15, 20]
+  assert writers.stage_ends(SPACE) == [1, 4, 7]
+  assert writers.stage_ends(space_lib.small_space()) == [3, 7, 15, 20]
 
 
 # The exports ----------------------------------------------------------------------------------------
@@ -289,13 +293,13 @@ def test_backbone_returns_named_stage_features(exported, loaded, parity_images):
       "serving_default"](images=tf.constant(parity_images[:4]))
   stage_end = keras.Model(model.input, model.get_layer("layer_04_MBConv_3_3").output)
   np.testing.assert_allclose(served["stride_4"], stage_end(parity_images[:4]), atol=1e-5)
-  backbone = export_lib.load_keras_archive(os.path.join(config.output_dir, "backbone.keras"))
+  backbone = spec_lib.load_keras_archive(os.path.join(config.output_dir, "backbone.keras"))
   np.testing.assert_allclose(backbone(parity_images[:4])["stride_8"], served["stride_8"], atol=1e-5)
 
 
 def test_parity_failure_fails_the_export_with_figures(loaded, parity_images, tmp_path, monkeypatch):
-  honest = export_lib.tflite_predictor
-  monkeypatch.setattr(export_lib, "tflite_predictor",
+  honest = predictors.tflite_predictor
+  monkeypatch.setattr(predictors, "tflite_predictor",
                       lambda path: lambda images: honest(path)(images) + 1e-3)
   config = export_lib.ExportConfig(output_dir=str(tmp_path / "out"), formats=("tflite",),
                                    latency_runs=1, warmup_runs=0)
@@ -307,10 +311,10 @@ def test_parity_failure_fails_the_export_with_figures(loaded, parity_images, tmp
 
 def test_tensorrt_without_a_gpu_is_a_clear_error(loaded, parity_images, tmp_path):
   try:
-    export_lib.tensorrt_route()
-  except export_lib.ExportError:
+    writers.tensorrt_route()
+  except export_errors.ExportError:
     config = export_lib.ExportConfig(output_dir=str(tmp_path / "out"), formats=("tensorrt",))
-    with pytest.raises(export_lib.ExportError, match="TensorRT export needs an NVIDIA GPU"):
+    with pytest.raises(export_errors.ExportError, match="TensorRT export needs an NVIDIA GPU"):
       export_lib.run_export(*loaded, config, parity_images)
     return
   pytest.skip("This machine has a GPU with TensorRT; the no-GPU error cannot happen here.")
@@ -318,8 +322,8 @@ def test_tensorrt_without_a_gpu_is_a_clear_error(loaded, parity_images, tmp_path
 
 def test_tensorrt_export_matches_keras(loaded, parity_images, tmp_path):
   try:
-    export_lib.tensorrt_route()
-  except export_lib.ExportError as error:
+    writers.tensorrt_route()
+  except export_errors.ExportError as error:
     pytest.skip(f"TensorRT export cannot run here: {error}")
   config = export_lib.ExportConfig(output_dir=str(tmp_path / "out"), formats=("tensorrt",),
                                    latency_runs=2, warmup_runs=1)

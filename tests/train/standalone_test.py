@@ -21,7 +21,7 @@ from pcnas_tf.train import standalone as train_lib
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPACE = testing.tiny_space()
 ARCH = ("MBConv_3_3", "MBConv_6_5", "Identity")
-# What `export.export_lib.resolve_spec` reads from a train_result.json.
+# What `export.spec.resolve_spec` reads from a train_result.json.
 EXPORTER_KEYS = ("space", "arch", "input_shape", "num_classes")
 
 
