@@ -21,6 +21,7 @@ import sys
 from absl import flags
 
 from pcnas_tf.cli import data_flags
+from pcnas_tf.cli import optimizer_flags
 from pcnas_tf.cli import app
 from pcnas_tf import errors
 from pcnas_tf.studies import ground_truth
@@ -39,10 +40,6 @@ flags.DEFINE_integer("epochs", 1, "Training epochs per network.")
 flags.DEFINE_integer("steps_per_epoch", 300, "Steps per epoch.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("eval_batch_size", 500, "Batch size of validation and test evaluation.")
-flags.DEFINE_float("learning_rate", 0.1, "Initial learning rate (cosine decay).")
-flags.DEFINE_float("final_learning_rate", 1e-3, "Learning rate at the end.")
-flags.DEFINE_float("momentum", 0.9, "Nesterov momentum.")
-flags.DEFINE_float("weight_decay", 1e-4, "L2 weight on convolution and dense kernels.")
 flags.DEFINE_integer("limit", None, "Stop after this many trainings (the build resumes later).")
 flags.DEFINE_list("add_archs", [], "Networks (compact strings) to train on demand and add.")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
@@ -58,8 +55,8 @@ FLAGS = flags.FLAGS
 def config_from_flags() -> ground_truth.BuildConfig:
   schedule = ground_truth.Schedule(
       epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch, batch_size=FLAGS.batch_size,
-      learning_rate=FLAGS.learning_rate, final_learning_rate=FLAGS.final_learning_rate,
-      momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay, eval_batch_size=FLAGS.eval_batch_size)
+      **dataclasses.asdict(optimizer_flags.optimizer_config_from_flags()),
+      eval_batch_size=FLAGS.eval_batch_size)
   return ground_truth.BuildConfig(width=FLAGS.width, data=dataclasses.replace(data_flags.data_config(), deterministic=True),
                                   schedule=schedule, networks=FLAGS.networks,
                                   second_seed_every=FLAGS.second_seed_every,

@@ -27,6 +27,7 @@ from pcnas_tf.search import loop as search_lib
 from pcnas_tf.search import search_config
 from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.train import standalone as train_lib
+from pcnas_tf.train import optimizer_config
 
 RESULT_FILE = "pipeline_result.json"
 RETRAIN_DIR = "retrain"
@@ -52,12 +53,20 @@ class Retraining:
   se: bool = False
   eval_batch_size: int = 500
 
+  def optimizer(self, momentum: float) -> optimizer_config.OptimizerConfig:
+    """The retraining's optimizer; its momentum is the search's."""
+    return optimizer_config.OptimizerConfig(self.learning_rate, self.final_learning_rate, momentum,
+                                            self.weight_decay)
+
   def validate(self):
     """Checks the settings `train_lib.TrainConfig.validate` would, before the search spends anything."""
     space = space_lib.macro_space()
+    fields = dataclasses.asdict(self)
+    for name in ("learning_rate", "final_learning_rate", "weight_decay"):
+      del fields[name]
     try:
       train_lib.TrainConfig(space=space, arch=space.arch_from_indices([0] * len(space.layers)),
-                            **dataclasses.asdict(self)).validate()
+                            optimizer=self.optimizer(0.9), **fields).validate()
     except errors.UserError as error:  # its messages name train_main's flags; these are --retrain_*
       raise errors.UserError(str(error).replace("(--", "(--retrain_")) from error
     return self
@@ -72,9 +81,8 @@ def retrain_config(search_result: dict, result_path: str, retraining: Retraining
   return train_lib.TrainConfig(
       space=space, arch=train_lib.parse_arch(space, member["arch"]), se=retraining.se,
       epochs=retraining.epochs, steps_per_epoch=retraining.steps_per_epoch,
-      batch_size=retraining.batch_size, learning_rate=retraining.learning_rate,
-      final_learning_rate=retraining.final_learning_rate, momentum=searched["momentum"],
-      weight_decay=retraining.weight_decay, mixup=retraining.mixup,
+      batch_size=retraining.batch_size, optimizer=retraining.optimizer(searched["optimizer"]["momentum"]),
+      mixup=retraining.mixup,
       label_smoothing=retraining.label_smoothing, eval_batch_size=retraining.eval_batch_size,
       strategy=searched["strategy"], seed=data.seed, search_result=result_path,
       predicted=train_lib.search_predictions(member), data=data)

@@ -19,7 +19,6 @@ import os
 from absl import flags
 
 from pcnas_tf.cli import app
-from pcnas_tf import errors
 from pcnas_tf.studies import rank_check as rank_lib
 from pcnas_tf.cli import search_flags
 

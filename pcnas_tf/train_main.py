@@ -23,6 +23,7 @@ from absl import flags
 
 from pcnas_tf.data import data_config
 from pcnas_tf.cli import data_flags
+from pcnas_tf.cli import optimizer_flags
 from pcnas_tf.cli import app
 from pcnas_tf import errors
 from pcnas_tf.space import search_space as space_lib
@@ -47,10 +48,6 @@ flags.DEFINE_integer("epochs", 300, "Training epochs.")
 flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch; 0 for one pass over the training split.")
 flags.DEFINE_integer("batch_size", 512, "Global batch size.")
 flags.DEFINE_integer("eval_batch_size", 256, "Global batch size of validation and test evaluation.")
-flags.DEFINE_float("learning_rate", 0.1, "Initial learning rate (cosine decay).")
-flags.DEFINE_float("final_learning_rate", 5e-4, "Learning rate at the end of training.")
-flags.DEFINE_float("momentum", 0.9, "Nesterov momentum.")
-flags.DEFINE_float("weight_decay", 1e-4, "L2 weight on convolution and dense kernels.")
 flags.DEFINE_float("mixup", 0.2, "MixUp alpha; 0 turns MixUp off.")
 flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing of the cross-entropy.")
 flags.DEFINE_boolean("se", True, "Squeeze-and-excitation at the end of each operator (--nose: off).")
@@ -102,9 +99,8 @@ def config_from_flags() -> train_lib.TrainConfig:
   data = _data_config(search_result)
   return train_lib.TrainConfig(
       space=space, arch=arch, se=FLAGS.se, epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
-      batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-      final_learning_rate=FLAGS.final_learning_rate, momentum=FLAGS.momentum,
-      weight_decay=FLAGS.weight_decay, mixup=FLAGS.mixup, label_smoothing=FLAGS.label_smoothing,
+      batch_size=FLAGS.batch_size, optimizer=optimizer_flags.optimizer_config_from_flags(),
+      mixup=FLAGS.mixup, label_smoothing=FLAGS.label_smoothing,
       eval_batch_size=FLAGS.eval_batch_size, init_from_supergraph=FLAGS.init_from_supergraph,
       strategy=FLAGS.strategy, seed=data.seed, search_result=FLAGS.search_result or "",
       pool_rank=FLAGS.pool_rank, predicted=predicted, data=data)

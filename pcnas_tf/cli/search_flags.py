@@ -10,6 +10,7 @@ import sys
 from absl import flags
 
 from pcnas_tf.cli import data_flags
+from pcnas_tf.cli import optimizer_flags
 from pcnas_tf.search import search_config
 from pcnas_tf.distribute import strategy as strategy_lib
 
@@ -24,10 +25,6 @@ flags.DEFINE_integer("warmup_epochs", 100, "Tw: epochs of uniform single-path wa
 flags.DEFINE_integer("interval_epochs", 5, "Ti: epochs trained between pool updates.")
 flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch; 0 for one pass over the training split.")
 flags.DEFINE_integer("batch_size", 512, "Global batch size of supergraph training.")
-flags.DEFINE_float("learning_rate", 0.1, "Initial learning rate (cosine decay).")
-flags.DEFINE_float("final_learning_rate", 5e-4, "Learning rate at the end of supergraph training.")
-flags.DEFINE_float("momentum", 0.9, "Nesterov momentum.")
-flags.DEFINE_float("weight_decay", 1e-4, "L2 weight on the selected path's kernels.")
 flags.DEFINE_enum("constraint", "latency", ["latency", "flops", "params"], "The hard constraint.")
 flags.DEFINE_string("budget", "0.5", "Budget: a fraction of the space's [min, max] cost (0.5, 50%) "
                     "or an absolute value (12ms, 45e6).")
@@ -74,8 +71,7 @@ def config_from_flags() -> search_config.SearchConfig:
       space=FLAGS.space, width=FLAGS.width, pool_size=FLAGS.pool_size, num_samples=FLAGS.num_samples,
       warmup_epochs=FLAGS.warmup_epochs, interval_epochs=FLAGS.interval_epochs,
       steps_per_epoch=FLAGS.steps_per_epoch, batch_size=FLAGS.batch_size,
-      learning_rate=FLAGS.learning_rate, final_learning_rate=FLAGS.final_learning_rate,
-      momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay, constraint=FLAGS.constraint,
+      optimizer=optimizer_flags.optimizer_config_from_flags(), constraint=FLAGS.constraint,
       budget=FLAGS.budget, latency_backend=FLAGS.latency_backend, latency_batch=FLAGS.latency_batch,
       latency_cache_dir=FLAGS.latency_cache_dir, calibration_archs=FLAGS.calibration_archs,
       sampling=FLAGS.sampling, bn_mode=FLAGS.bn_mode, eval_batch_size=FLAGS.eval_batch_size,

@@ -6,10 +6,8 @@ graph serves every architecture and a step costs what the chosen architecture co
 """
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from pcnas_tf import errors
 from pcnas_tf.nn import mixop as mixop_lib
 from pcnas_tf.nn import ops
 
@@ -107,21 +105,6 @@ class Supergraph(keras.Model):
   def candidate(self, index, choice):
     """The operator layer (a template, see `MixOp`) for `choice` at mixop `index`."""
     return self.mixops[index].candidates[choice]
-
-  def assign_arrays(self, arrays, source: str) -> None:
-    """Assigns checkpoint `arrays` (as `variables` lists them; extra trailing arrays are ignored).
-
-    Raises:
-      errors.UserError: if the arrays were written for another space, width or storage format.
-    """
-    variables = self.variables
-    if len(arrays) < len(variables) or any(
-        tuple(v.shape) != np.shape(a) for v, a in zip(variables, arrays)):
-      raise errors.UserError(
-          f"Checkpoint in {source!r} does not fit this supergraph ({len(variables)} variables); it was "
-          f"written for another space, width or image size, or by an older pcnas_tf.")
-    for variable, value in zip(variables, arrays):
-      variable.assign(value)
 
   def get_config(self):
     return {"space": self.space.to_json(), "input_shape": self.image_shape,

@@ -14,7 +14,6 @@ evaluation workers that pull the Oracle's trials (`remote_eval`); the pool is th
 
 import hashlib
 import json
-import math
 import os
 import time
 
@@ -65,11 +64,10 @@ class Search:
     self.splits, self.constraint = load_checked(config, self.space, progress)
     self.steps_per_epoch = config.steps_per_epoch or max(1, self.splits.num_train // config.batch_size)
     self.total_steps = max(1, self.total_epochs * self.steps_per_epoch)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, self.total_steps, alpha=config.final_learning_rate / config.learning_rate)
+    optimizer = config.optimizer
     self.trainer = trainer_lib.SupergraphTrainer(
         self.space, self.splits.image_shape, self.splits.num_classes, self.strategy, config.batch_size,
-        schedule, config.momentum, True, config.weight_decay)
+        optimizer.schedule(self.total_steps), optimizer.momentum, True, optimizer.weight_decay)
     self.num_choices = tuple(len(layer.choices) for layer in self.space.layers)
     self.oracle = oracle_lib.PCNASOracle(self.num_choices, config.pool_size, seed=config.seed,
                                          lease_timeout=serve.lease_timeout if serve else None)
@@ -123,26 +121,22 @@ class Search:
     start, phase = time.time(), "warmup" if interval is None else f"interval {interval}"
     iterator = self._train_iterator()
     members = self.oracle.pool if interval is not None else []
-    bar = tqdm.tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, disable=not self.progress,
-                    desc=f"epoch {self.epoch + 1}/{self.total_epochs} ({phase})", leave=False)
-    loss_sum, correct_sum, steps = 0.0, 0, 0
-    while self.step_in_epoch < self.steps_per_epoch:
+
+    def step():
       path = self._training_path(members)
       self._record_path(path)
-      loss, correct = self.trainer.train_step(iterator, path)
-      loss = float(loss)
-      if not math.isfinite(loss):
-        raise epochs.DivergedError(
-            f"Training loss became {loss} in epoch {self.epoch + 1}; the last good checkpoint in "
-            f"{self.work_dir!r} is kept. Lower --learning_rate or check the data.")
-      loss_sum, correct_sum, steps = loss_sum + loss, correct_sum + int(correct), steps + 1
-      self.step_in_epoch += 1
-      bar.update(1)
-      bar.set_postfix(loss=f"{loss:.3f}")
-      if self.step_in_epoch % self.config.checkpoint_every == 0 < self.steps_per_epoch - self.step_in_epoch:
+      return self.trainer.train_step(iterator, path)
+
+    def after_step(done):
+      self.step_in_epoch = done
+      if done % self.config.checkpoint_every == 0 < self.steps_per_epoch - done:
         self._save()
-    bar.close()
-    self._end_epoch(phase, loss_sum / max(steps, 1), correct_sum / max(steps * self.config.batch_size, 1))
+
+    loss, accuracy = epochs.run_epoch(
+        step, epoch=self.epoch, total_epochs=self.total_epochs, steps=self.steps_per_epoch,
+        batch_size=self.config.batch_size, work_dir=self.work_dir, start=self.step_in_epoch,
+        phase=phase, progress=self.progress, after_step=after_step)
+    self._end_epoch(phase, loss, accuracy)
     self.timings["warmup_s" if interval is None else "train_s"] += time.time() - start
 
   def _training_path(self, members):
@@ -317,9 +311,14 @@ class Search:
 
   # Checkpoints --------------------------------------------------------------------------------------
 
-  def _arrays(self):
-    variables = self.trainer.supergraph.variables + self.trainer.optimizer.slots
-    return [v.numpy() for v in variables] + [self.trainer.optimizer.iterations.numpy()]
+  def _checkpointed(self):
+    """(name, variable) of everything a checkpoint holds: the supergraph's variables, the optimizer's
+    momentum (named after the variable it belongs to) and its step."""
+    optimizer = self.trainer.optimizer
+    momentum = [(checkpoint.MOMENTUM + checkpoint.name_of(v), slot)
+                for v, slot in zip(optimizer.variables, optimizer.slots)]
+    return (checkpoint.named(self.trainer.supergraph.variables, checkpoint.SUPERGRAPH) + momentum
+            + [(checkpoint.ITERATIONS, optimizer.iterations)])
 
   def _save(self):
     self.checkpoints += 1
@@ -330,7 +329,8 @@ class Search:
              "paths_digest": self.paths_digest}
     # Every task reads its variables (which may take part in collectives); only the chief's copy is
     # kept, in the shared work directory, the others go to their temporary directories.
-    checkpoint.save(os.path.join(self.out_dir, "checkpoints"), self.checkpoints, self._arrays(), state)
+    checkpoint.save(os.path.join(self.out_dir, "checkpoints"), self.checkpoints,
+                    checkpoint.arrays_of(self._checkpointed()), state)
 
   def _restore(self):
     """Every task resumes from the newest checkpoint in the shared work directory, the same one."""
@@ -339,15 +339,8 @@ class Search:
     if found is None:
       return
     arrays, state = found
-    supergraph = self.trainer.supergraph
-    supergraph.assign_arrays(arrays, self.work_dir)
-    for slot, value in zip(self.trainer.optimizer.slots, arrays[len(supergraph.variables):]):
-      slot.assign(value)
-    self.trainer.optimizer.iterations.assign(arrays[-1])
-    from keras_tuner.src.engine import trial as trial_module  # pylint: disable=g-import-not-at-top
-    self.oracle.trials = {tid: trial_module.Trial.from_state(s) for tid, s in state["trials"].items()}
-    self.oracle.set_state(state["oracle"])
-    self.oracle.pool = [tuple(m) for m in self.oracle.pool]
+    checkpoint.assign(self._checkpointed(), arrays, self.work_dir, "this search's supergraph")
+    self.oracle.restore(state["oracle"], state["trials"])
     self.rng.bit_generator.state = state["rng"]
     self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
     self.timings, self.log, self.checkpoints = state["timings"], state["log"], state["checkpoints"]
@@ -420,13 +413,11 @@ def check_work_dir(work_dir: str, config: search_config.SearchConfig, overwrite:
     True if the run starts afresh there (earlier outputs are to be removed), False if it resumes.
   """
   files.check_writable_dir(work_dir)
-  config_path = os.path.join(work_dir, "config.json")
   if overwrite or not has_trained_state(work_dir):
     return True
-  if not os.path.exists(config_path):
+  if not os.path.exists(os.path.join(work_dir, workdir.CONFIG_FILE)):
     return False
-  saved = files.read_json(config_path, "search config")
-  differences = workdir.config_differences(saved, json.loads(json.dumps(config.to_json())))
+  differences = workdir.saved_config_differences(work_dir, config.to_json(), "search config")
   if differences:
     raise errors.UserError(f"Work directory {work_dir!r} holds a search with a different config "
                            f"({'; '.join(differences[:3])}); use --overwrite to start afresh or "
@@ -439,12 +430,7 @@ def prepare_work_dir(work_dir: str, config: search_config.SearchConfig, overwrit
 
   A fresh start removes the outputs of an earlier run there first.
   """
-  fresh = check_work_dir(work_dir, config, overwrite)
-  files.make_dir(work_dir)
-  if fresh:
-    for name in _OUTPUTS:
-      files.remove(os.path.join(work_dir, name))
-  files.write_json(os.path.join(work_dir, "config.json"), config.to_json())
+  workdir.prepare(work_dir, check_work_dir(work_dir, config, overwrite), _OUTPUTS, config.to_json())
 
 
 def run_search(config: search_config.SearchConfig, work_dir: str, overwrite=False, progress=True,

@@ -233,6 +233,13 @@ class PCNASOracle(keras_tuner.Oracle):
     """(state, {trial_id: trial state}), taken under the Oracle's lock while workers may report."""
     return self.get_state(), {tid: t.get_state() for tid, t in self.trials.items()}
 
+  @_synchronized
+  def restore(self, state, trials) -> None:
+    """The inverse of `snapshot`: the Oracle as it was when the snapshot was taken."""
+    self.trials = {tid: trial_module.Trial.from_state(s) for tid, s in trials.items()}
+    self.set_state(state)
+    self.pool = [tuple(member) for member in self.pool]
+
 
 def report(oracle, trial, metrics) -> None:
   """Reports a scored trial: its `metrics` (potentials), then its end, as keras-tuner's protocol has it.

@@ -140,7 +140,8 @@ def save_interval_weights(work_dir, interval, supergraph, state):
   """Writes the supergraph the workers score interval `interval` on (once: scoring does not train)."""
   directory = os.path.join(work_dir, WEIGHTS_DIR)
   if not os.path.isdir(_weights_path(work_dir, interval)):
-    checkpoint.save(directory, interval, [v.numpy() for v in supergraph.variables], state)
+    pairs = checkpoint.named(supergraph.variables, checkpoint.SUPERGRAPH)
+    checkpoint.save(directory, interval, checkpoint.arrays_of(pairs), state)
 
 
 def load_interval_weights(work_dir, interval, supergraph, timeout=60.0):
@@ -152,7 +153,9 @@ def load_interval_weights(work_dir, interval, supergraph, timeout=60.0):
                              f"search's work directory, on a file system the chief shares?")
     time.sleep(0.5)
   arrays, _ = checkpoint.load(path)
-  supergraph.assign_arrays(arrays, path)  # a clear error if the worker runs another pcnas_tf version
+  # A clear error if the worker runs another pcnas_tf version or space.
+  checkpoint.assign(checkpoint.named(supergraph.variables, checkpoint.SUPERGRAPH), arrays, path,
+                    "this worker's supergraph")
 
 
 def _weights_path(work_dir, interval):

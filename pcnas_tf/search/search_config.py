@@ -10,6 +10,7 @@ from pcnas_tf.data import batches as batches_lib
 from pcnas_tf.distribute import strategy as strategy_lib
 from pcnas_tf.search import potential as potential_lib
 from pcnas_tf.space import search_space as space_lib
+from pcnas_tf.train import optimizer_config
 
 SAMPLING = ("exact", "rejection")
 TRAINING = ("pcnas", "oneshot")
@@ -27,10 +28,7 @@ class SearchConfig:
   interval_epochs: int = 5           # Ti
   steps_per_epoch: int = 0           # 0: one pass over the training split
   batch_size: int = 512
-  learning_rate: float = 0.1
-  final_learning_rate: float = 5e-4
-  momentum: float = 0.9
-  weight_decay: float = 1e-4
+  optimizer: optimizer_config.OptimizerConfig = optimizer_config.OptimizerConfig()
   constraint: str = "latency"
   budget: str = "0.5"                # a fraction of [min, max] cost, or an absolute value ("12ms")
   latency_backend: str = "tflite"
@@ -56,6 +54,7 @@ class SearchConfig:
     errors.check_at_least(self.interval_epochs, 0, "Interval epochs Ti (--interval_epochs)")
     errors.check_at_least(self.steps_per_epoch, 0, "Steps per epoch (--steps_per_epoch)")
     errors.check_at_least(self.batch_size, 1, "Batch size (--batch_size)")
+    self.optimizer.validate()
     errors.check_at_least(self.eval_batches, 1, "Evaluation batches (--eval_batches)")
     errors.check_at_least(self.eval_batch_size, 1, "Evaluation batch size (--eval_batch_size)")
     errors.check_at_least(self.checkpoint_every, 1, "Checkpoint interval (--checkpoint_every)")
@@ -78,7 +77,8 @@ class SearchConfig:
   @classmethod
   def from_json(cls, fields: dict) -> "SearchConfig":
     """The config `to_json` wrote (a work directory's config.json, a result's "config")."""
-    return cls(**{**fields, "data": data_config.DataConfig(**fields["data"])})
+    return cls(**{**fields, "data": data_config.DataConfig(**fields["data"]),
+                  "optimizer": optimizer_config.OptimizerConfig(**fields["optimizer"])})
 
 
 def check_splits(config: SearchConfig, splits: data_config.Splits) -> None:

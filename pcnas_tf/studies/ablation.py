@@ -72,9 +72,7 @@ def standalone_config(config: search_config.SearchConfig, space, arch, epochs: i
   """
   return train_lib.TrainConfig(
       space=space, arch=tuple(arch), se=False, epochs=epochs, steps_per_epoch=config.steps_per_epoch,
-      batch_size=config.batch_size, learning_rate=config.learning_rate,
-      final_learning_rate=config.final_learning_rate, momentum=config.momentum,
-      weight_decay=config.weight_decay, mixup=0.0, label_smoothing=0.0,
+      batch_size=config.batch_size, optimizer=config.optimizer, mixup=0.0, label_smoothing=0.0,
       eval_batch_size=config.eval_batch_size, strategy=config.strategy, seed=config.seed, data=config.data)
 
 

@@ -30,6 +30,7 @@ from pcnas_tf.data import data_config
 from pcnas_tf import errors
 from pcnas_tf.space import nasbench_macro
 from pcnas_tf.space import search_space as space_lib
+from pcnas_tf.train import optimizer_config
 
 FORMAT = "pcnas_tf.ground_truth/1"
 # A table built with other values of these measures something else: resuming into it is refused.
@@ -42,7 +43,8 @@ class GroundTruthError(errors.UserError):
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-  """How every network of a table is trained alone (`train_lib.TrainConfig`'s fields of the same names).
+  """How every network of a table is trained alone (`train_lib.TrainConfig`'s fields of the same names;
+  the optimizer's four stay flat here, as the committed tables record them).
 
   No MixUp, label smoothing or SE: a plain, short recipe, the same for every network, so that the
   ranking reflects the architecture.
@@ -56,7 +58,13 @@ class Schedule:
   weight_decay: float = 1e-4
   eval_batch_size: int = 500
 
+  @property
+  def optimizer(self) -> optimizer_config.OptimizerConfig:
+    return optimizer_config.OptimizerConfig(self.learning_rate, self.final_learning_rate, self.momentum,
+                                            self.weight_decay)
+
   def validate(self):
+    self.optimizer.validate()
     errors.check_at_least(self.epochs, 1, "Epochs (--epochs)")
     errors.check_at_least(self.steps_per_epoch, 1, "Steps per epoch (--steps_per_epoch)")
     errors.check_at_least(self.batch_size, 1, "Batch size (--batch_size)")
@@ -363,9 +371,7 @@ def train_config(config: BuildConfig, key: str, seed: int):
   return train_lib.TrainConfig(
       space=space, arch=space.arch_from_indices([int(c) for c in key]), se=False,
       epochs=schedule.epochs, steps_per_epoch=schedule.steps_per_epoch,
-      batch_size=schedule.batch_size, learning_rate=schedule.learning_rate,
-      final_learning_rate=schedule.final_learning_rate, momentum=schedule.momentum,
-      weight_decay=schedule.weight_decay, mixup=0.0, label_smoothing=0.0,
+      batch_size=schedule.batch_size, optimizer=schedule.optimizer, mixup=0.0, label_smoothing=0.0,
       eval_batch_size=schedule.eval_batch_size, strategy="one_device", seed=seed, order_seed=seed,
       data=config.data)
 

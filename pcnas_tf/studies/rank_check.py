@@ -147,7 +147,8 @@ def load_supergraph(search_dir: str, space, input_shape, num_classes) -> supergr
     raise errors.UserError(f"Search directory {search_dir!r} has no checkpoint; give the work directory "
                            f"of a finished search.")
   supergraph = supergraph_lib.Supergraph(space, tuple(input_shape), num_classes)
-  supergraph.assign_arrays(found[0], search_dir)  # supergraph variables come first
+  checkpoint.assign(checkpoint.named(supergraph.variables, checkpoint.SUPERGRAPH), found[0], search_dir,
+                    "this supergraph")
   return supergraph
 
 

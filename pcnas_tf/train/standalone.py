@@ -18,7 +18,6 @@ ends, so a run resumed from a checkpoint sees the same batches as one that was n
 """
 
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -27,7 +26,6 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-import tqdm
 
 from pcnas_tf import files
 from pcnas_tf import provenance
@@ -46,10 +44,11 @@ from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.nn import supergraph as supergraph_lib
 from pcnas_tf.distribute import strategy as strategy_lib
 from pcnas_tf.train import epochs
+from pcnas_tf.train import optimizer_config
 
 RESULT_FILE = "train_result.json"
 MODEL_FILE = "model.keras"
-CONFIG_FILE = "config.json"
+CONFIG_FILE = workdir.CONFIG_FILE
 CHECKPOINT_DIR = "checkpoints"
 TOP_K = 5
 # Per-epoch data seeds are seed + stride * epoch: the stride exceeds any count of replicas, whose id
@@ -58,11 +57,7 @@ _EPOCH_SEED_STRIDE = 10_000
 _OUTPUTS = (CHECKPOINT_DIR, "tensorboard", CONFIG_FILE, RESULT_FILE, MODEL_FILE)
 # L2 regularisation covers convolution and dense kernels, as in `optimizer.PathSGD`.
 _DECAYED_WEIGHTS = ("kernel", "depthwise_kernel")
-# The search's setting checks and config comparison, so both binaries word them alike.
-
-
-class CheckpointMismatchError(errors.UserError):
-  """A checkpoint was written for another architecture, space or model shape."""
+MODEL, OPTIMIZER = "model/", "optimizer/"  # names of a training checkpoint's arrays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +73,7 @@ class TrainConfig:
   epochs: int = 300
   steps_per_epoch: int = 0           # 0: one pass over the training split
   batch_size: int = 512
-  learning_rate: float = 0.1
-  final_learning_rate: float = 5e-4
-  momentum: float = 0.9
-  weight_decay: float = 1e-4
+  optimizer: optimizer_config.OptimizerConfig = optimizer_config.OptimizerConfig()
   mixup: float = 0.2                 # MixUp's alpha; 0 turns it off
   label_smoothing: float = 0.1
   eval_batch_size: int = 256
@@ -102,13 +94,7 @@ class TrainConfig:
     errors.check_at_least(self.batch_size, 1, "Batch size (--batch_size)")
     errors.check_at_least(self.eval_batch_size, 1, "Evaluation batch size (--eval_batch_size)")
     errors.check_one_of(self.strategy, strategy_lib.STRATEGIES, "Strategy")
-    _positive(self.learning_rate, "Learning rate (--learning_rate)")
-    _positive(self.final_learning_rate, "Final learning rate (--final_learning_rate)")
-    if self.final_learning_rate > self.learning_rate:
-      raise errors.UserError(f"Final learning rate {self.final_learning_rate} is above the initial "
-                             f"{self.learning_rate}; the cosine schedule decays, so use at most that.")
-    _in_range(self.momentum, 0.0, 1.0, "Momentum (--momentum)", high_open=True)
-    _in_range(self.weight_decay, 0.0, 1.0, "Weight decay (--weight_decay)")
+    self.optimizer.validate()
     _in_range(self.mixup, 0.0, float("inf"), "MixUp alpha (--mixup)")
     _in_range(self.label_smoothing, 0.0, 1.0, "Label smoothing (--label_smoothing)", high_open=True)
     if self.init_from_supergraph and self.se:
@@ -212,11 +198,7 @@ def prepare_work_dir(work_dir: str, config: TrainConfig, overwrite: bool) -> Non
     UserError: if it holds other files, another config's trained run, or a finished run, without
       `overwrite`.
   """
-  if check_work_dir(work_dir, config, overwrite):
-    for name in _OUTPUTS:
-      files.remove(os.path.join(work_dir, name))
-  files.make_dir(work_dir)
-  files.write_json(os.path.join(work_dir, CONFIG_FILE), config.to_json())
+  workdir.prepare(work_dir, check_work_dir(work_dir, config, overwrite), _OUTPUTS, config.to_json())
 
 
 def _check_resumable(work_dir: str, config: TrainConfig) -> None:
@@ -227,8 +209,7 @@ def _check_resumable(work_dir: str, config: TrainConfig) -> None:
                            f"--overwrite to train afresh there, or choose another --work_dir.")
   if not checkpoint.has_checkpoints(os.path.join(work_dir, CHECKPOINT_DIR)):
     return  # no trained state: any config may take the directory over
-  saved = files.read_json(config_path, "training config")
-  differences = workdir.config_differences(saved, json.loads(json.dumps(config.to_json())))
+  differences = workdir.saved_config_differences(work_dir, config.to_json(), "training config")
   if differences:
     raise errors.UserError(f"Work directory {work_dir!r} already exists and holds a training with a "
                            f"different config ({'; '.join(differences[:3])}); pass --overwrite to "
@@ -253,13 +234,11 @@ class Training:
     self.splits = data_sources.load(config.data, min_resolution=config.space.total_stride)
     check_splits(config, self.splits)
     self.steps_per_epoch = config.steps_per_epoch or self.splits.num_train // config.batch_size
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, config.epochs * self.steps_per_epoch,
-        alpha=config.final_learning_rate / config.learning_rate)
+    schedule = config.optimizer.schedule(config.epochs * self.steps_per_epoch)
     with self.strategy.scope():
       self.model = model_lib.build_model(config.arch, config.space, self.splits.image_shape,
                                          self.splits.num_classes, se=config.se)
-      self.optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True)
+      self.optimizer = keras.optimizers.SGD(schedule, momentum=config.optimizer.momentum, nesterov=True)
       self.optimizer.build(self.model.trainable_variables)
     self.loss = keras.losses.CategoricalCrossentropy(
         from_logits=True, label_smoothing=config.label_smoothing, reduction=None)
@@ -280,24 +259,13 @@ class Training:
   def _train_epoch(self):
     start = time.time()
     iterator = iter(self._epoch_dataset())
-    bar = tqdm.tqdm(total=self.steps_per_epoch, disable=not self.progress, leave=False,
-                    desc=f"epoch {self.epoch + 1}/{self.config.epochs}")
-    loss_sum, correct_sum = 0.0, 0
-    for _ in range(self.steps_per_epoch):
-      loss, correct = self._train_step(iterator)
-      loss = float(loss)
-      if not np.isfinite(loss):
-        raise epochs.DivergedError(
-            f"Training loss became {loss} in epoch {self.epoch + 1}; the last good checkpoint in "
-            f"{self.work_dir!r} is kept. Lower --learning_rate or check the data.")
-      loss_sum, correct_sum = loss_sum + loss, correct_sum + int(correct)
-      bar.update(1)
-      bar.set_postfix(loss=f"{loss:.3f}")
-    bar.close()
+    loss, accuracy = epochs.run_epoch(
+        lambda: self._train_step(iterator), epoch=self.epoch, total_epochs=self.config.epochs,
+        steps=self.steps_per_epoch, batch_size=self.config.batch_size, work_dir=self.work_dir,
+        progress=self.progress)
     validation_top1, _ = self.evaluate("validation")
     self.wall_time += time.time() - start
-    self._end_epoch(loss_sum / self.steps_per_epoch,
-                    correct_sum / (self.steps_per_epoch * self.config.batch_size), validation_top1)
+    self._end_epoch(loss, accuracy, validation_top1)
 
   def _epoch_dataset(self):
     """This epoch's batches: a pipeline seeded by (seed, epoch), so resumption needs no skipping."""
@@ -315,7 +283,7 @@ class Training:
       loss = tf.nn.compute_average_loss(self.loss(labels, logits),
                                         global_batch_size=self.config.batch_size)
       l2 = tf.add_n([tf.reduce_sum(tf.square(v)) for v in self.decayed])
-      total = loss + tf.nn.scale_regularization_loss(0.5 * self.config.weight_decay * l2)
+      total = loss + tf.nn.scale_regularization_loss(0.5 * self.config.optimizer.weight_decay * l2)
     gradients = tape.gradient(total, self.model.trainable_variables)
     self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
     # Accuracy against the dominant class of (possibly mixed) labels.
@@ -368,15 +336,17 @@ class Training:
 
   # Checkpoints ------------------------------------------------------------------------------------
 
-  def _variables(self):
-    return self.model.weights + self.optimizer.variables
+  def _checkpointed(self):
+    """(name, variable) of the model's weights and the optimizer's variables (step and momentum)."""
+    return (checkpoint.named(self.model.weights, MODEL)
+            + checkpoint.named(self.optimizer.variables, OPTIMIZER))
 
   def _save(self):
     state = {"config": self.config.to_json(), "arch": list(self.config.arch),
              "space_fingerprint": self.config.space.fingerprint(), "se": self.config.se,
              "epoch": self.epoch, "wall_time_s": self.wall_time, "log": self.log}
     checkpoint.save(os.path.join(self.out_dir, CHECKPOINT_DIR), self.epoch,
-                    [v.numpy() for v in self._variables()], state)
+                    checkpoint.arrays_of(self._checkpointed()), state)
 
   def _restore(self) -> bool:
     """Restores the newest checkpoint, if any; raises CheckpointMismatchError if it is another model's."""
@@ -388,11 +358,11 @@ class Training:
     config = self.config
     saved = (state.get("arch"), state.get("space_fingerprint"), state.get("se"))
     if saved != (list(config.arch), config.space.fingerprint(), config.se):
-      raise CheckpointMismatchError(
+      raise checkpoint.CheckpointMismatchError(
           f"Checkpoint in {directory!r} was written for architecture {saved[0]} (SE {saved[2]}, space "
           f"{saved[1]}), not for {config.space.arch_to_string(config.arch)} (SE {config.se}, space "
           f"{config.space.fingerprint()}); pass --overwrite to train afresh, or another --work_dir.")
-    _assign(self._variables(), arrays, directory)
+    checkpoint.assign(self._checkpointed(), arrays, directory, "this model")
     self.epoch, self.wall_time, self.log = state["epoch"], state["wall_time_s"], state["log"]
     if self.progress:
       print(f"Resuming from the checkpoint of epoch {self.epoch}.", flush=True)
@@ -427,20 +397,6 @@ def check_splits(config: TrainConfig, splits: data_config.Splits) -> None:
   batches_lib.check_train_batch(splits, config.batch_size, config.steps_per_epoch)
 
 
-def _assign(variables, arrays, source: str) -> None:
-  """Assigns `arrays` to `variables` one to one; raises CheckpointMismatchError on any difference."""
-  if len(arrays) < len(variables):
-    raise CheckpointMismatchError(f"Checkpoint in {source!r} holds {len(arrays)} arrays; this model "
-                                  f"needs {len(variables)}: it was written for another architecture.")
-  for variable, value in zip(variables, arrays):
-    if tuple(variable.shape) != value.shape:
-      raise CheckpointMismatchError(
-          f"Checkpoint in {source!r} has shape {value.shape} for {variable.path}, which has shape "
-          f"{tuple(variable.shape)}: it was written for another architecture, space or width.")
-  for variable, value in zip(variables, arrays):
-    variable.assign(value)
-
-
 def inherit_from_search(search_dir: str, config: TrainConfig, model: keras.Model) -> None:
   """Copies the path of `config.arch` from the newest supergraph checkpoint of a search into `model`.
 
@@ -453,8 +409,8 @@ def inherit_from_search(search_dir: str, config: TrainConfig, model: keras.Model
   found = checkpoint.latest(directory)
   supergraph = supergraph_lib.Supergraph(config.space, model.input_shape[1:],
                                          model.get_layer("head").num_classes)
-  # The search stores the supergraph's variables first, then the optimizer's slots.
-  _assign(supergraph.variables, found[0], directory)
+  checkpoint.assign(checkpoint.named(supergraph.variables, checkpoint.SUPERGRAPH), found[0], directory,
+                    "the supergraph of this architecture's space")
   model_lib.inherit_weights(supergraph, config.arch, model)
 
 

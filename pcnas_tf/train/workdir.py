@@ -1,9 +1,31 @@
-"""A run's work directory: one run at a time (the lock), and what changed since its config was saved."""
+"""A run's work directory: one run at a time (the lock), its config.json and what changed since it was
+saved, and a fresh start that removes only the run's own outputs. Searches and trainings decide
+differently whether a directory resumes (their `check_work_dir`); both prepare it here."""
 
 import fcntl
+import json
 import os
 
 from pcnas_tf import errors
+from pcnas_tf import files
+
+CONFIG_FILE = "config.json"
+
+
+def saved_config_differences(work_dir: str, config_json: dict, what: str) -> list[str]:
+  """How `config_json` differs from the config.json in `work_dir` (`field was X, now Y`)."""
+  saved = files.read_json(os.path.join(work_dir, CONFIG_FILE), what)
+  return config_differences(saved, json.loads(json.dumps(config_json)))
+
+
+def prepare(work_dir: str, fresh: bool, outputs, config_json: dict) -> None:
+  """Creates `work_dir`; on a `fresh` start removes the earlier run's `outputs` (names in it) first;
+  writes `config_json` to its config.json. Call it after every check has passed."""
+  files.make_dir(work_dir)
+  if fresh:
+    for name in outputs:
+      files.remove(os.path.join(work_dir, name))
+  files.write_json(os.path.join(work_dir, CONFIG_FILE), config_json)
 
 
 def config_differences(saved, wanted, prefix=""):

@@ -32,8 +32,10 @@ def test_imagenet_flagfiles_carry_the_papers_settings(parse):
     assert (config.space, config.budget, config.latency_batch, config.latency_backend) == (
         space, budget, 16, "tensorrt")
     assert (config.pool_size, config.num_samples, config.warmup_epochs, config.interval_epochs) == (5, 900, 100, 5)
-    assert (config.batch_size, config.learning_rate, config.final_learning_rate) == (512, 0.1, 5e-4)
-    assert (config.momentum, config.weight_decay, config.data.validation) == (0.9, 1e-4, 50000)
+    assert (config.batch_size, config.optimizer.learning_rate, config.optimizer.final_learning_rate) == (
+        512, 0.1, 5e-4)
+    assert (config.optimizer.momentum, config.optimizer.weight_decay, config.data.validation) == (
+        0.9, 1e-4, 50000)
 
 
 def test_command_line_flags_override_the_flagfile(parse):

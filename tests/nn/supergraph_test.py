@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pcnas_tf import errors
 from pcnas_tf.nn import mixop as mixop_lib
 from pcnas_tf.nn import model as model_lib
 from pcnas_tf.nn import ops
@@ -99,18 +98,6 @@ def test_candidate_weights_follow_the_template_layout():
   # Templates are not the supergraph's state: checkpoints hold the packed variables only.
   template_ids = {id(v) for op in mixop.candidates for v in op.variables}
   assert not template_ids & {id(v) for v in trainer.supergraph.variables}
-
-
-def test_assign_arrays_rejects_another_width():
-  trainer = _trainer()
-  other = trainer_lib.SupergraphTrainer(space_lib.macro_space(0.25), SHAPE, 10,
-                                        tf.distribute.OneDeviceStrategy("/cpu:0"), BATCH)
-  arrays = [v.numpy() for v in other.supergraph.variables]
-  with pytest.raises(errors.UserError, match="does not fit this supergraph"):
-    trainer.supergraph.assign_arrays(arrays, "somewhere")
-  own = [v.numpy() + 1 for v in trainer.supergraph.variables]
-  trainer.supergraph.assign_arrays(own, "here")
-  np.testing.assert_array_equal(trainer.supergraph.variables[0].numpy(), own[0])
 
 
 @pytest.mark.parametrize("space,se", [(space_lib.small_space(0.1), False),

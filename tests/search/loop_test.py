@@ -19,6 +19,7 @@ from pcnas_tf.search import baselines as evolution
 from pcnas_tf.search import loop as search_lib
 from tests import helpers as testing
 from pcnas_tf.train import epochs
+from pcnas_tf.train import optimizer_config
 from pcnas_tf.train import supergraph_trainer as trainer_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -69,7 +70,7 @@ def test_second_search_on_a_locked_work_dir_is_refused(tiny_config, tmp_path):
 
 def test_work_dir_of_another_config_is_refused_unless_overwritten(tiny_config, tmp_path):
   search_lib.prepare_work_dir(str(tmp_path), tiny_config, overwrite=False)
-  checkpoint.save(str(tmp_path / "checkpoints"), 1, [], {})  # trained state
+  checkpoint.save(str(tmp_path / "checkpoints"), 1, {}, {})  # trained state
   other = dataclasses.replace(tiny_config, pool_size=3)
   with pytest.raises(errors.UserError, match="pool_size was 2, now 3.*--overwrite"):
     search_lib.prepare_work_dir(str(tmp_path), other, overwrite=False)
@@ -140,7 +141,7 @@ def test_corrected_command_runs_in_the_work_dir_of_a_rejected_one(tiny_config, t
 
 def test_rejected_overwrite_keeps_the_earlier_search(tiny_config, tmp_path, no_costs):
   search_lib.prepare_work_dir(str(tmp_path), tiny_config, overwrite=False)
-  checkpoint.save(str(tmp_path / "checkpoints"), 1, [], {})
+  checkpoint.save(str(tmp_path / "checkpoints"), 1, {}, {})
   with pytest.raises(errors.UserError, match="needs 256 images"):
     search_lib.run_search(dataclasses.replace(tiny_config, eval_batch_size=128), str(tmp_path),
                           overwrite=True, progress=False)
@@ -216,7 +217,7 @@ def test_unwritable_work_dir_is_refused(tiny_config, tmp_path):
 
 
 def test_diverging_loss_stops_with_a_clear_error_and_keeps_checkpoints(tiny_config, tmp_path):
-  config = dataclasses.replace(tiny_config, learning_rate=1e12, final_learning_rate=1e12)
+  config = dataclasses.replace(tiny_config, optimizer=optimizer_config.OptimizerConfig(1e12, 1e12))
   with pytest.raises(epochs.DivergedError, match="last good checkpoint"):
     search_lib.run_search(config, str(tmp_path), progress=False)
 

@@ -35,7 +35,7 @@ class _Evaluator:
   """Scores a completion by its path alone, and remembers what it was asked."""
 
   def __init__(self):
-    self.supergraph = types.SimpleNamespace(variables=[], assign_arrays=lambda arrays, source: None)
+    self.supergraph = types.SimpleNamespace(variables=[])
     self.seen = {}
 
   def potentials(self, completions):

@@ -10,6 +10,7 @@ import pytest
 
 from pcnas_tf.studies import ablation as ablation_lib
 from pcnas_tf.train import checkpoint
+from pcnas_tf.train import optimizer_config
 from pcnas_tf import errors
 from pcnas_tf.search import loop as search_lib
 from tests import helpers as testing
@@ -68,7 +69,7 @@ def test_validation_batches_that_do_not_fit_are_refused_before_any_search(tiny_s
 def test_row_of_another_trained_config_is_refused_before_any_search(tiny_search, tmp_path, no_searches):
   row = os.path.join(str(tmp_path), ablation_lib.row_name("pcnas", "pcnas"))
   search_lib.prepare_work_dir(row, dataclasses.replace(tiny_search, pool_size=3), overwrite=False)
-  checkpoint.save(os.path.join(row, "checkpoints"), 1, [], {})
+  checkpoint.save(os.path.join(row, "checkpoints"), 1, {}, {})
   with pytest.raises(errors.UserError, match="pool_size was 3, now 2"):
     ablation_lib.run_ablation(ablation_lib.AblationConfig(tiny_search), str(tmp_path), progress=False)
   assert not (tmp_path / ablation_lib.CONFIG_FILE).exists()
@@ -79,7 +80,7 @@ def test_standalone_training_has_the_supergraphs_budget_and_recipe(tiny_search):
   arch = space.arch_from_indices((1, 0, 1))
   config = ablation_lib.standalone_config(tiny_search, space, arch, 4)
   assert (config.epochs, config.steps_per_epoch, config.batch_size) == (4, 2, 16)
-  assert (config.learning_rate, config.final_learning_rate, config.weight_decay) == (0.1, 5e-4, 1e-4)
+  assert config.optimizer == optimizer_config.OptimizerConfig(0.1, 5e-4, 0.9, 1e-4)
   assert (config.se, config.mixup, config.label_smoothing) == (False, 0.0, 0.0)
   assert config.arch == arch and config.data == tiny_search.data
   assert ablation_lib.supergraph_epochs(tiny_search) == 1 + 3 * 1
@@ -120,7 +121,7 @@ def test_one_shot_rows_share_one_training_and_find_what_a_separate_training_find
 def test_sharing_refuses_a_checkpoint_that_is_not_the_end_of_training(tiny_search, tmp_path):
   source = str(tmp_path / "source")
   state = {"epoch": 2, "checkpoints": 3, "oracle": {"history": []}}
-  checkpoint.save(os.path.join(source, "checkpoints"), 3, [], state)
+  checkpoint.save(os.path.join(source, "checkpoints"), 3, {}, state)
   with pytest.raises(ValueError, match="not the end of One-Shot training"):
     ablation_lib.share_oneshot_training(source, str(tmp_path / "target"), tiny_search)
 

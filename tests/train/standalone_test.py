@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from pcnas_tf.train import checkpoint
+from pcnas_tf.train import optimizer_config
 from pcnas_tf import errors
 from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.nn import supergraph as supergraph_lib
@@ -85,9 +86,9 @@ def test_resumed_training_ends_with_the_weights_of_an_uninterrupted_one(config, 
   train_lib.run_training(config, str(tmp_path / "resumed"), progress=False)
   straight, _ = checkpoint.latest(str(tmp_path / "straight" / "checkpoints"))
   resumed, state = checkpoint.latest(str(tmp_path / "resumed" / "checkpoints"))
-  assert state["epoch"] == 2 and len(resumed) == len(straight)
-  for expected, found in zip(straight, resumed):
-    np.testing.assert_array_equal(found, expected)
+  assert state["epoch"] == 2 and resumed.keys() == straight.keys() and len(straight) > 2
+  for name, expected in straight.items():
+    np.testing.assert_array_equal(resumed[name], expected, err_msg=name)
 
 
 def test_supergraph_weights_are_inherited_for_the_architecture(config, tmp_path):
@@ -96,9 +97,10 @@ def test_supergraph_weights_are_inherited_for_the_architecture(config, tmp_path)
   rng = np.random.default_rng(0)
   for variable in supergraph.variables:
     variable.assign(np.abs(rng.normal(0.5, 0.2, variable.shape)).astype(np.float32))
-  # As the search stores it: the supergraph's variables, then optimizer slots and the step.
-  arrays = [v.numpy() for v in supergraph.variables] + [np.zeros(3), np.array(7)]
-  checkpoint.save(str(tmp_path / "checkpoints"), 1, arrays, {})
+  # As the search stores it: the supergraph's variables by name, with optimizer arrays beside them.
+  arrays = checkpoint.arrays_of(checkpoint.named(supergraph.variables, checkpoint.SUPERGRAPH))
+  checkpoint.save(str(tmp_path / "checkpoints"), 1,
+                  {**arrays, checkpoint.ITERATIONS: np.array(7), "optimizer/momentum/x": np.zeros(3)}, {})
   model = train_lib.model_lib.build_model(ARCH, SPACE, (8, 8, 3), 10)
   train_lib.inherit_from_search(str(tmp_path), config, model)
   images = tf.random.stateless_normal((2, 8, 8, 3), seed=(1, 2))
@@ -117,17 +119,19 @@ def test_architecture_not_in_the_space_is_refused(config):
 
 def test_supergraph_checkpoint_of_another_space_is_refused(config, tmp_path):
   config = dataclasses.replace(config, se=False, init_from_supergraph=str(tmp_path))
-  checkpoint.save(str(tmp_path / "checkpoints"), 1, [np.zeros((3, 3, 3, 5))] * 400, {})
+  other = supergraph_lib.Supergraph(space_lib.macro_space(0.25), (8, 8, 3), 10)
+  arrays = checkpoint.arrays_of(checkpoint.named(other.variables, checkpoint.SUPERGRAPH))
+  checkpoint.save(str(tmp_path / "checkpoints"), 1, arrays, {})
   model = train_lib.model_lib.build_model(ARCH, SPACE, (8, 8, 3), 10)
-  with pytest.raises(train_lib.CheckpointMismatchError, match=r"shape \(3, 3, 3, 5\) for .* another"):
+  with pytest.raises(checkpoint.CheckpointMismatchError, match=r"does not fit .* another"):
     train_lib.inherit_from_search(str(tmp_path), config, model)
 
 
 def test_training_checkpoint_of_another_architecture_is_refused(config, tmp_path):
   train_lib.prepare_work_dir(str(tmp_path), config, overwrite=False)
   state = {"arch": ["Identity"] * 3, "space_fingerprint": SPACE.fingerprint(), "se": True}
-  checkpoint.save(str(tmp_path / "checkpoints"), 1, [np.zeros(1)], state)
-  with pytest.raises(train_lib.CheckpointMismatchError, match=r"\['Identity', 'Identity', 'Identity'\]"
+  checkpoint.save(str(tmp_path / "checkpoints"), 1, {"model/x": np.zeros(1)}, state)
+  with pytest.raises(checkpoint.CheckpointMismatchError, match=r"\['Identity', 'Identity', 'Identity'\]"
                      r" .*not for 120"):
     train_lib.run_training(config, str(tmp_path), progress=False)
 
@@ -154,7 +158,7 @@ def test_existing_work_dir_needs_overwrite(config, tmp_path):
     train_lib.prepare_work_dir(str(tmp_path), config, overwrite=False)
   train_lib.prepare_work_dir(str(tmp_path), config, overwrite=True)
   assert (tmp_path / "notes.txt").exists()  # --overwrite replaces only the training's own files
-  checkpoint.save(str(tmp_path / train_lib.CHECKPOINT_DIR), 1, [], {})  # trained state
+  checkpoint.save(str(tmp_path / train_lib.CHECKPOINT_DIR), 1, {}, {})  # trained state
   with pytest.raises(errors.UserError, match="different config \\(epochs was 2, now 3\\)"):
     train_lib.prepare_work_dir(str(tmp_path), dataclasses.replace(config, epochs=3), overwrite=False)
   train_lib.prepare_work_dir(str(tmp_path), config, overwrite=False)  # an unfinished run resumes
@@ -212,7 +216,10 @@ def test_unusable_work_dir_is_refused_before_the_data_is_read(config, tmp_path, 
 @pytest.mark.parametrize("change, message", [
     ({"init_from_supergraph": "runs/demo"}, "needs --nose"),
     ({"epochs": 0}, r"Epochs \(--epochs\) is 0; it must be at least 1"),
-    ({"final_learning_rate": 1.0}, "Final learning rate 1.0 is above the initial 0.1"),
+    ({"optimizer": optimizer_config.OptimizerConfig(final_learning_rate=1.0)},
+     "Final learning rate 1.0 is above the initial 0.1"),
+    ({"optimizer": optimizer_config.OptimizerConfig(momentum=1.0)},
+     r"Momentum \(--momentum\) is 1.0; allowed: 0.0 <= value < 1.0"),
     ({"label_smoothing": 1.0}, r"Label smoothing .* is 1.0; allowed: 0.0 <= value < 1.0"),
     ({"strategy": "tpu"}, "Strategy 'tpu' is unknown"),
 ])
