@@ -16,16 +16,12 @@ squeeze-and-excitation block ends each operator (used for final models, paper 4.
 import keras
 import tensorflow as tf
 
+from pcnas_tf.space import operators
 from pcnas_tf.space import search_space as space_lib
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-3
 KERNEL_INIT = "he_normal"
-
-
-def se_channels(channels: int) -> int:
-  """Bottleneck width of the squeeze-and-excitation block."""
-  return max(8, channels // 4)
 
 
 def _conv(filters, kernel, strides=1, name=None):
@@ -118,7 +114,7 @@ class SqueezeExcite(keras.layers.Layer):
     super().__init__(**kwargs)
     self.channels, self.activation = channels, activation
     self.pool = keras.layers.GlobalAveragePooling2D(keepdims=True)
-    self.reduce = keras.layers.Conv2D(se_channels(channels), 1, name="reduce")
+    self.reduce = keras.layers.Conv2D(operators.se_channels(channels), 1, name="reduce")
     self.expand = keras.layers.Conv2D(channels, 1, activation="sigmoid", name="expand")
 
   def build(self, input_shape):
@@ -137,27 +133,10 @@ class SqueezeExcite(keras.layers.Layer):
 
 
 def _op_convs(spec, in_channels, out_channels, stride, activation):
-  """The ConvBN sequence of one searchable operator (empty for a shape-keeping Identity)."""
-  if spec.family == space_lib.IDENTITY:
-    if stride == 1 and in_channels == out_channels:
-      return []
-    return [ConvBN(out_channels, 1, stride, name="proj")]
-  mid = in_channels * spec.expand
-  k = spec.kernel
-  convs = [] if (spec.family == "MBConv" and spec.expand == 1) else [
-      ConvBN(mid, 1, activation=activation, name="expand")]
-  if spec.family == "MBConv":
-    convs.append(ConvBN(mid, k, stride, depthwise=True, activation=activation, name="depthwise"))
-  elif spec.family == "NConv":
-    convs.append(ConvBN(mid, k, stride, activation=activation, name="conv"))
-  elif spec.family == "DConv":
-    convs += [ConvBN(mid, k, stride, activation=activation, name="conv1"),
-              ConvBN(mid, k, activation=activation, name="conv2")]
-  else:  # RConv: a KxK receptive field from a 1xK and a Kx1 conv.
-    convs += [ConvBN(mid, (1, k), (1, stride), activation=activation, name="conv1xk"),
-              ConvBN(mid, (k, 1), (stride, 1), activation=activation, name="convkx1")]
-  convs.append(ConvBN(out_channels, 1, name="project"))
-  return convs
+  """The ConvBN layers of one searchable operator, as `space/operators.py` lays them out."""
+  return [ConvBN(conv.channels, conv.kernel, conv.stride, depthwise=conv.depthwise,
+                 activation=activation if conv.activated else None, name=conv.name)
+          for conv in operators.convs(spec, in_channels, out_channels, stride)]
 
 
 @keras.saving.register_keras_serializable(package="pcnas_tf")

@@ -2,14 +2,15 @@
 
 FLOPs here are multiply-accumulates of convolutions and the classifier (the convention of
 NAS-Bench-Macro and most NAS papers); parameters count every weight Keras counts, BN moving statistics
-included. Both mirror `ops.py` layer by layer, and the tests check them against Keras' `count_params`.
-Both are additive over layers, so they plug into the same tables and samplers as latency.
+included. Both follow `operators.py`, the structure `nn/ops.py` builds, and the tests check them
+against Keras' `count_params`. Both are additive over layers, so they plug into the same tables and
+samplers as latency.
 """
 
 import dataclasses
 from typing import Sequence
 
-from pcnas_tf.nn import ops
+from pcnas_tf.space import operators
 from pcnas_tf.space import search_space as space_lib
 
 
@@ -42,29 +43,13 @@ def _sequence(convs, in_channels, height, width):
   return total, height, width
 
 
-def _op_convs(op, in_channels, out_channels, stride):
-  """The convolutions of `op`, as `ops._op_convs` builds them."""
-  spec = space_lib.parse_op(op)
-  if spec.family == space_lib.IDENTITY:
-    same = stride == 1 and in_channels == out_channels
-    return [] if same else [(out_channels, (1, 1), (stride, stride), False)]
-  mid, k, s = in_channels * spec.expand, spec.kernel, stride
-  convs = [] if spec.family == "MBConv" and spec.expand == 1 else [(mid, (1, 1), (1, 1), False)]
-  convs += {
-      "MBConv": [(mid, (k, k), (s, s), True)],
-      "NConv": [(mid, (k, k), (s, s), False)],
-      "DConv": [(mid, (k, k), (s, s), False), (mid, (k, k), (1, 1), False)],
-      "RConv": [(mid, (1, k), (1, s), False), (mid, (k, 1), (s, 1), False)],
-  }[spec.family]
-  return convs + [(out_channels, (1, 1), (1, 1), False)]
-
-
 def op_cost(op, in_channels, out_channels, stride, height, width, se=False) -> Cost:
   """Parameters and FLOPs of one operator at an input of `height` x `width`."""
-  convs = _op_convs(op, in_channels, out_channels, stride)
+  convs = [(conv.channels, operators.pair(conv.kernel), operators.pair(conv.stride), conv.depthwise)
+           for conv in operators.convs(space_lib.parse_op(op), in_channels, out_channels, stride)]
   cost, out_h, out_w = _sequence(convs, in_channels, height, width)
   if se and convs:
-    hidden = ops.se_channels(out_channels)
+    hidden = operators.se_channels(out_channels)
     weights = 2 * out_channels * hidden
     cost += Cost(weights + hidden + out_channels, weights)
   return cost
