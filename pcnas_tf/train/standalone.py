@@ -337,9 +337,14 @@ class Training:
   # Checkpoints ------------------------------------------------------------------------------------
 
   def _checkpointed(self):
-    """(name, variable) of the model's weights and the optimizer's variables (step and momentum)."""
-    return (checkpoint.named(self.model.weights, MODEL)
-            + checkpoint.named(self.optimizer.variables, OPTIMIZER))
+    """(name, variable) of the model's weights and the optimizer's variables (step and momentum).
+
+    Keras names an optimizer's variables after the optimizer (`sgd_14/iteration`), and numbers
+    optimizers per process; the names kept drop that first part (`optimizer/iteration`).
+    """
+    optimizer = [(OPTIMIZER + checkpoint.name_of(v).split("/", 1)[-1], v)
+                 for v in self.optimizer.variables]
+    return checkpoint.named(self.model.weights, MODEL) + optimizer
 
   def _save(self):
     state = {"config": self.config.to_json(), "arch": list(self.config.arch),
