@@ -54,6 +54,7 @@ from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.constraints import backends
 from pcnas_tf.constraints import timing
 from pcnas_tf.constraints import constraint
+from pcnas_tf.constraints import latency_probes
 from pcnas_tf.constraints import latency_table
 
 # (space, width, resolution, calibration networks, held-out networks); the first is the headline.
@@ -138,18 +139,18 @@ def run_space(args, name, width, resolution, calibration_archs, held_out_count) 
   # One prepared reference for the build and the validation: fresh interpreters of the same network
   # run a few % faster or slower for life (with fresh ones, held-out networks read 5% fast in a run).
   reference = backend.prepare_reference(
-      latency_table.reference_model(space, latency_table.make_metadata(
+      latency_probes.reference_model(space, latency_table.make_metadata(
           space, config, backend.device(), args.batch, resolution, 3, 10, calibration_archs, 0)),
       image)
   table = latency_table.build_table(space, config, args.batch, resolution, output,
                               calibration_archs=calibration_archs, backend=backend, reference=reference)
   build_s = time.time() - start
   load.append(os.getloadavg()[0])
-  held_out = latency_table.random_archs(space, args.archs or held_out_count, seed=1,
+  held_out = latency_probes.random_archs(space, args.archs or held_out_count, seed=1,
                                   exclude=table.data["calibration_archs"])
   jobs = [(model_lib.build_model(space.parse_arch(arch), space, image[1:], 10), image)
           for arch in held_out]
-  yardstick = [(latency_table.network_model(space, table.metadata, arch), image)
+  yardstick = [(latency_probes.network_model(space, table.metadata, arch), image)
                for arch in table.yardstick["archs"]]
   results = held_out_timings(backend, jobs, yardstick, reference, table)
   keras.backend.clear_session()

@@ -25,6 +25,7 @@ from pcnas_tf.cli import optimizer_flags
 from pcnas_tf.cli import app
 from pcnas_tf import errors
 from pcnas_tf.studies import ground_truth
+from pcnas_tf.studies import ground_truth_build
 
 _DEFAULT_FLAGFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                  "flags", "ground_truth.cfg")
@@ -52,12 +53,12 @@ flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: T
 FLAGS = flags.FLAGS
 
 
-def config_from_flags() -> ground_truth.BuildConfig:
-  schedule = ground_truth.Schedule(
+def config_from_flags() -> ground_truth_build.BuildConfig:
+  schedule = ground_truth_build.Schedule(
       epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch, batch_size=FLAGS.batch_size,
       **dataclasses.asdict(optimizer_flags.optimizer_config_from_flags()),
       eval_batch_size=FLAGS.eval_batch_size)
-  return ground_truth.BuildConfig(width=FLAGS.width, data=dataclasses.replace(data_flags.data_config(), deterministic=True),
+  return ground_truth_build.BuildConfig(width=FLAGS.width, data=dataclasses.replace(data_flags.data_config(), deterministic=True),
                                   schedule=schedule, networks=FLAGS.networks,
                                   second_seed_every=FLAGS.second_seed_every,
                                   draw_seed=FLAGS.draw_seed).validate()
@@ -73,11 +74,11 @@ def main(argv):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-  train = ground_truth.train_alone(FLAGS.work_root)
+  train = ground_truth_build.train_alone(FLAGS.work_root)
   if FLAGS.add_archs:
-    ground_truth.add_networks(FLAGS.output, config, FLAGS.add_archs, train, progress=FLAGS.progress)
+    ground_truth_build.add_networks(FLAGS.output, config, FLAGS.add_archs, train, progress=FLAGS.progress)
   else:
-    ground_truth.build(FLAGS.output, config, train, FLAGS.progress, FLAGS.limit,
+    ground_truth_build.build(FLAGS.output, config, train, FLAGS.progress, FLAGS.limit,
                        shard=FLAGS.shard, shards=FLAGS.shards)
   truth = ground_truth.load(FLAGS.output)
   ceiling = ground_truth.noise_ceiling(truth)

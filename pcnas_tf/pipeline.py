@@ -27,6 +27,8 @@ from pcnas_tf.search import loop as search_lib
 from pcnas_tf.search import search_config
 from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.train import standalone as train_lib
+from pcnas_tf.train import from_search
+from pcnas_tf.train import train_config
 from pcnas_tf.train import optimizer_config
 
 RESULT_FILE = "pipeline_result.json"
@@ -37,7 +39,7 @@ EXPORT_FORMATS = ("saved_model", "tflite", "onnx")
 
 @dataclasses.dataclass(frozen=True)
 class Retraining:
-  """How the chosen network is retrained (`train_lib.TrainConfig`'s fields of the same names).
+  """How the chosen network is retrained (`train_config.TrainConfig`'s fields of the same names).
 
   No SE by default: the searched space has none, so the network that meets the budget is the one
   without it.
@@ -59,33 +61,33 @@ class Retraining:
                                             self.weight_decay)
 
   def validate(self):
-    """Checks the settings `train_lib.TrainConfig.validate` would, before the search spends anything."""
+    """Checks the settings `train_config.TrainConfig.validate` would, before the search spends anything."""
     space = space_lib.macro_space()
     fields = dataclasses.asdict(self)
     for name in ("learning_rate", "final_learning_rate", "weight_decay"):
       del fields[name]
     try:
-      train_lib.TrainConfig(space=space, arch=space.arch_from_indices([0] * len(space.layers)),
+      train_config.TrainConfig(space=space, arch=space.arch_from_indices([0] * len(space.layers)),
                             optimizer=self.optimizer(0.9), **fields).validate()
     except errors.UserError as error:  # its messages name train_main's flags; these are --retrain_*
       raise errors.UserError(str(error).replace("(--", "(--retrain_")) from error
     return self
 
 
-def retrain_config(search_result: dict, result_path: str, retraining: Retraining) -> train_lib.TrainConfig:
+def retrain_config(search_result: dict, result_path: str, retraining: Retraining) -> train_config.TrainConfig:
   """The chosen network's training config, with the search's data, space and seed."""
-  member = train_lib.pool_member(search_result, result_path)
+  member = from_search.pool_member(search_result, result_path)
   space = space_lib.SearchSpace.from_json(search_result["space"])
   searched = search_result["config"]
   data = data_config.DataConfig(**searched["data"])
-  return train_lib.TrainConfig(
-      space=space, arch=train_lib.parse_arch(space, member["arch"]), se=retraining.se,
+  return train_config.TrainConfig(
+      space=space, arch=from_search.parse_arch(space, member["arch"]), se=retraining.se,
       epochs=retraining.epochs, steps_per_epoch=retraining.steps_per_epoch,
       batch_size=retraining.batch_size, optimizer=retraining.optimizer(searched["optimizer"]["momentum"]),
       mixup=retraining.mixup,
       label_smoothing=retraining.label_smoothing, eval_batch_size=retraining.eval_batch_size,
       strategy=searched["strategy"], seed=data.seed, search_result=result_path,
-      predicted=train_lib.search_predictions(member), data=data)
+      predicted=from_search.search_predictions(member), data=data)
 
 
 def _finished(path: str):

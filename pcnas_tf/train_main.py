@@ -28,6 +28,8 @@ from pcnas_tf.cli import app
 from pcnas_tf import errors
 from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.train import standalone as train_lib
+from pcnas_tf.train import from_search
+from pcnas_tf.train import train_config
 from pcnas_tf.distribute import strategy as strategy_lib
 
 _DEFAULT_FLAGFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -71,17 +73,17 @@ def _architecture():
     if FLAGS["space"].present or FLAGS["width"].present:
       raise errors.UserError("--space and --width apply to --arch and --arch_file; a search result "
                              "brings its own space.")
-    result = train_lib.read_search_result(FLAGS.search_result)
-    member = train_lib.pool_member(result, FLAGS.search_result, FLAGS.pool_rank)
+    result = from_search.read_search_result(FLAGS.search_result)
+    member = from_search.pool_member(result, FLAGS.search_result, FLAGS.pool_rank)
     space = space_lib.SearchSpace.from_json(result["space"])
-    return (space, train_lib.parse_arch(space, member["arch"]), result,
-            train_lib.search_predictions(member))
+    return (space, from_search.parse_arch(space, member["arch"]), result,
+            from_search.search_predictions(member))
   if FLAGS.pool_rank is not None:
     raise errors.UserError("--pool_rank selects from a search's final pool; use it with --search_result.")
   space = space_lib.get_space(FLAGS.space, FLAGS.width)
   if FLAGS.arch:
     return space, space.parse_arch(FLAGS.arch), None, {}
-  space, arch = train_lib.read_arch_file(FLAGS.arch_file, space)
+  space, arch = from_search.read_arch_file(FLAGS.arch_file, space)
   return space, arch, None, {}
 
 
@@ -94,10 +96,10 @@ def _data_config(search_result):
   return dataclasses.replace(searched, **changes)
 
 
-def config_from_flags() -> train_lib.TrainConfig:
+def config_from_flags() -> train_config.TrainConfig:
   space, arch, search_result, predicted = _architecture()
   data = _data_config(search_result)
-  return train_lib.TrainConfig(
+  return train_config.TrainConfig(
       space=space, arch=arch, se=FLAGS.se, epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
       batch_size=FLAGS.batch_size, optimizer=optimizer_flags.optimizer_config_from_flags(),
       mixup=FLAGS.mixup, label_smoothing=FLAGS.label_smoothing,

@@ -32,16 +32,16 @@ import hashlib
 import json
 import math
 import os
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from pcnas_tf import files
-from pcnas_tf.space import cost
 from pcnas_tf import errors
 from pcnas_tf.constraints import backends as backends_lib
 from pcnas_tf.constraints import timing
 from pcnas_tf.constraints import calibration
+from pcnas_tf.constraints import latency_probes
 
 # /2: paired `ratio` timings, `reference_ms`, the calibration's per-op offset. /3: yardstick networks
 # in every group. Older files are not read (their cache key differs too, so the search rebuilds them).
@@ -175,96 +175,6 @@ def _read(path: str) -> dict:
   return data
 
 
-# What to measure ------------------------------------------------------------------------------------
-
-def _input_model(shape, layer):
-  import keras  # pylint: disable=g-import-not-at-top
-  inputs = keras.Input(tuple(shape))
-  return keras.Model(inputs, layer(inputs))
-
-
-def _stem_model(space, shape):
-  import keras  # pylint: disable=g-import-not-at-top
-  from pcnas_tf.nn import ops  # pylint: disable=g-import-not-at-top
-  inputs = keras.Input(tuple(shape))
-  x = ops.stem_layer(space)(inputs)
-  first_op = ops.first_op_layer(space)
-  return keras.Model(inputs, first_op(x) if first_op is not None else x)
-
-
-def _op_probes(space, resolution) -> list[list[tuple[str, tuple, Callable | None]]]:
-  """Per layer and choice: (measurement key, input shape, model factory or None when it costs 0)."""
-  from pcnas_tf.nn import ops  # pylint: disable=g-import-not-at-top
-  sizes = cost.layer_input_sizes(space, resolution)
-  in_channels = space.layer_input_channels()
-  probes = []
-  for index, layer in enumerate(space.layers):
-    shape = (*sizes[index], in_channels[index])
-    row = []
-    for op in layer.choices:
-      key = f"op/{op}/{'x'.join(map(str, shape))}/{layer.channels}/s{layer.stride}"
-      free = cost.op_cost(op, shape[2], layer.channels, layer.stride, *shape[:2]).flops == 0
-      factory = None if free else (lambda i=index, o=op: ops.candidate_layer(space, i, o))
-      row.append((key, shape, factory))
-    probes.append(row)
-  return probes
-
-
-def _head_shape(space, resolution):
-  height, width = cost.layer_input_sizes(space, resolution)[-1]
-  stride = space.layers[-1].stride
-  return (-(-height // stride), -(-width // stride), space.layers[-1].channels)
-
-
-def reference_arch(space) -> str:
-  """The network every timing is paired with: each layer at its middle choice (a mid-sized network)."""
-  return space.arch_to_string(space.arch_from_indices([len(l.choices) // 2 for l in space.layers]))
-
-
-def reference_model(space, metadata):
-  return network_model(space, metadata, reference_arch(space))
-
-
-def network_model(space, metadata, arch: str):
-  """The whole network `arch` (a compact string) at the table's input shape."""
-  from pcnas_tf.nn import model as model_lib  # pylint: disable=g-import-not-at-top
-  image = (*metadata["resolution"], metadata["channels"])
-  return model_lib.build_model(space.parse_arch(arch), space, image, metadata["num_classes"])
-
-
-def random_archs(space, n: int, seed: int, exclude: Sequence[str] = ()) -> list[str]:
-  """`n` distinct uniformly random architectures as compact strings, none of them in `exclude`."""
-  rng, taken, archs = np.random.default_rng(seed), set(exclude), []
-  n = min(n, space.size() - len(taken))
-  while len(archs) < n:
-    path = [int(rng.integers(len(layer.choices))) for layer in space.layers]
-    arch = space.arch_to_string(space.arch_from_indices(path))
-    if arch not in taken:
-      taken.add(arch)
-      archs.append(arch)
-  return archs
-
-
-def _jobs(space, metadata, calibration_archs):
-  """(key, input shape without batch, model factory) of every measurement the table needs."""
-  from pcnas_tf.nn import ops  # pylint: disable=g-import-not-at-top
-  resolution, channels = tuple(metadata["resolution"]), metadata["channels"]
-  image = (*resolution, channels)
-  jobs = [("stem", image, lambda: _stem_model(space, image)),
-          ("head", _head_shape(space, resolution),
-           lambda: _input_model(_head_shape(space, resolution),
-                                ops.head_layer(space, metadata["num_classes"])))]
-  for row in _op_probes(space, resolution):
-    jobs += [(key, shape, lambda f=factory, s=shape: _input_model(s, f()))
-             for key, shape, factory in row if factory is not None]
-  for arch in calibration_archs:
-    jobs.append((f"arch/{arch}", image, lambda a=arch: network_model(space, metadata, a)))
-  unique = {}
-  for key, shape, factory in jobs:
-    unique.setdefault(key, (key, shape, factory))
-  return list(unique.values())
-
-
 # Building -------------------------------------------------------------------------------------------
 
 def build_table(space, config: backends_lib.BackendConfig, batch: int, resolution, output: str,
@@ -304,7 +214,7 @@ def _start_or_resume(output, metadata, space, calibration_archs, seed) -> dict:
     state = _read(output)
     check_metadata(state["metadata"], metadata, output, CACHE_FIELDS)
     return state
-  archs = random_archs(space, calibration_archs + YARDSTICK, seed)
+  archs = latency_probes.random_archs(space, calibration_archs + YARDSTICK, seed)
   return {"format": FORMAT, "metadata": metadata, "complete": False, "measurements": {},
           "calibration_archs": archs[:calibration_archs], "group_of": {},
           "yardstick": {"archs": archs[calibration_archs:], "ratios": []}}
@@ -314,19 +224,19 @@ def _measure_missing(state, space, backend, output, progress, reference=None) ->
   import keras  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   batch = state["metadata"]["batch"]
-  jobs = _jobs(space, state["metadata"], state["calibration_archs"])
+  jobs = latency_probes.jobs(space, state["metadata"], state["calibration_archs"])
   todo = [job for job in jobs if job[0] not in state["measurements"]]
   if not todo:
     return
   image = (batch, *state["metadata"]["resolution"], state["metadata"]["channels"])
   if reference is None:
-    reference = backend.prepare_reference(reference_model(space, state["metadata"]), image)
+    reference = backend.prepare_reference(latency_probes.reference_model(space, state["metadata"]), image)
   yardstick = state["yardstick"]["archs"]
   with tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not progress,
             desc=f"latency table ({state['metadata']['backend']})", unit="model") as bar:
     for group in chunks(todo, len(yardstick)):
       models = [(factory(), (batch, *shape)) for _, shape, factory in group]
-      models += [(network_model(space, state["metadata"], arch), image) for arch in yardstick]
+      models += [(latency_probes.network_model(space, state["metadata"], arch), image) for arch in yardstick]
       timings = backend.measure_group(models, reference)
       index = len(state["yardstick"]["ratios"])
       for (key, _, _), measured in zip(group, timings):
@@ -374,14 +284,14 @@ def _finish(state, space) -> None:
   reference_ms = _reference_ms(measured)
   value = lambda key: timing.Timing(**measured[key]).value(metadata["settings"]["estimator"],
                                                                    reference_ms)
-  probes = _op_probes(space, tuple(metadata["resolution"]))
+  probes = latency_probes.op_probes(space, tuple(metadata["resolution"]))
   ops_ms = [[value(key) if factory is not None else 0.0 for key, _, factory in row] for row in probes]
   base_ms = value("stem") + value("head")
   archs = state["calibration_archs"]
   fit = calibration.fit([space.indices(space.parse_arch(a)) for a in archs],
                         [value(f"arch/{a}") for a in archs], ops_ms, base_ms, stage_ids(space))
   state["choices"] = [list(layer.choices) for layer in space.layers]
-  state["reference_arch"] = reference_arch(space)
+  state["reference_arch"] = latency_probes.reference_arch(space)
   state["reference_ms"] = _finite_or_none(reference_ms)
   state["measured"] = {"ops_ms": ops_ms, "base_ms": base_ms}
   state["calibrated"] = {"ops_ms": [list(r) for r in fit.ops_ms], "base_ms": fit.base_ms,

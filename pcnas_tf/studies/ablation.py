@@ -27,6 +27,7 @@ from pcnas_tf.search import loop as search_lib
 from pcnas_tf.search import search_config
 from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.train import standalone as train_lib
+from pcnas_tf.train import train_config
 
 RESULT_FILE = "ablation_result.json"
 CONFIG_FILE = "ablation_config.json"
@@ -64,13 +65,13 @@ def supergraph_epochs(config: search_config.SearchConfig) -> int:
 # Stand-alone training --------------------------------------------------------------------------------
 
 
-def standalone_config(config: search_config.SearchConfig, space, arch, epochs: int) -> train_lib.TrainConfig:
+def standalone_config(config: search_config.SearchConfig, space, arch, epochs: int) -> train_config.TrainConfig:
   """Training `arch` alone with the search's optimizer, batch, steps and data, for `epochs` epochs.
 
   No SE, MixUp or label smoothing: the network is the supergraph's path, trained by the supergraph's
   recipe, so the stand-alone accuracy measures the architecture the search scored.
   """
-  return train_lib.TrainConfig(
+  return train_config.TrainConfig(
       space=space, arch=tuple(arch), se=False, epochs=epochs, steps_per_epoch=config.steps_per_epoch,
       batch_size=config.batch_size, optimizer=config.optimizer, mixup=0.0, label_smoothing=0.0,
       eval_batch_size=config.eval_batch_size, strategy=config.strategy, seed=config.seed, data=config.data)

@@ -40,11 +40,10 @@ from pcnas_tf.data import sources as data_sources
 from pcnas_tf.data import batches as batches_lib
 from pcnas_tf import errors
 from pcnas_tf.nn import model as model_lib
-from pcnas_tf.space import search_space as space_lib
-from pcnas_tf.nn import supergraph as supergraph_lib
 from pcnas_tf.distribute import strategy as strategy_lib
 from pcnas_tf.train import epochs
-from pcnas_tf.train import optimizer_config
+from pcnas_tf.train import from_search
+from pcnas_tf.train import train_config
 
 RESULT_FILE = "train_result.json"
 MODEL_FILE = "model.keras"
@@ -60,117 +59,10 @@ _DECAYED_WEIGHTS = ("kernel", "depthwise_kernel")
 MODEL, OPTIMIZER = "model/", "optimizer/"  # names of a training checkpoint's arrays
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  """Everything that defines a training run; written to the work directory and checked on resume.
-
-  Defaults are the paper's ImageNet settings (section 4.1). `space` and `arch` say what is trained;
-  `search_result` and `pool_rank` only record where they came from.
-  """
-  space: space_lib.SearchSpace
-  arch: tuple[str, ...]
-  se: bool = True
-  epochs: int = 300
-  steps_per_epoch: int = 0           # 0: one pass over the training split
-  batch_size: int = 512
-  optimizer: optimizer_config.OptimizerConfig = optimizer_config.OptimizerConfig()
-  mixup: float = 0.2                 # MixUp's alpha; 0 turns it off
-  label_smoothing: float = 0.1
-  eval_batch_size: int = 256
-  init_from_supergraph: str = ""     # a search work directory, or "" to train from scratch
-  strategy: str = "mirrored"
-  seed: int = 0
-  order_seed: int | None = None      # seeds the batch order and augmentation; None: data.seed
-  search_result: str = ""
-  pool_rank: int | None = None
-  predicted: dict = dataclasses.field(default_factory=dict)  # the search's predicted_<kind> figures
-  data: data_config.DataConfig = data_config.DataConfig()
-
-  def validate(self):
-    """Checks every setting once; returns self. Raises UserError naming the first bad one."""
-    self.space.validate_arch(self.arch)
-    errors.check_at_least(self.epochs, 1, "Epochs (--epochs)")
-    errors.check_at_least(self.steps_per_epoch, 0, "Steps per epoch (--steps_per_epoch)")
-    errors.check_at_least(self.batch_size, 1, "Batch size (--batch_size)")
-    errors.check_at_least(self.eval_batch_size, 1, "Evaluation batch size (--eval_batch_size)")
-    errors.check_one_of(self.strategy, strategy_lib.STRATEGIES, "Strategy")
-    self.optimizer.validate()
-    _in_range(self.mixup, 0.0, float("inf"), "MixUp alpha (--mixup)")
-    _in_range(self.label_smoothing, 0.0, 1.0, "Label smoothing (--label_smoothing)", high_open=True)
-    if self.init_from_supergraph and self.se:
-      raise errors.UserError(
-          f"--init_from_supergraph={self.init_from_supergraph} needs --nose: the supergraph has no "
-          f"squeeze-and-excitation weights to inherit.")
-    if self.init_from_supergraph:
-      _check_search_checkpoint(self.init_from_supergraph)
-    return self
-
-  def to_json(self) -> dict:
-    return dataclasses.asdict(self)
-
-
-def _positive(value, what):
-  if not value > 0:
-    raise errors.UserError(f"{what} is {value}; it must be > 0.")
-
-
-def _in_range(value, low, high, what, high_open=False):
-  if not low <= value <= high or (high_open and value == high):
-    raise errors.UserError(f"{what} is {value}; allowed: {low} <= value {'<' if high_open else '<='} "
-                           f"{high}.")
-
-
-# Where the architecture comes from ------------------------------------------------------------------
-
-
-def read_search_result(path: str) -> dict:
-  """Reads a `search_result.json`; raises UserError if it is unreadable or has no final pool."""
-  content = files.read_json(path, "search result")
-  pool = content.get("final_pool")
-  if not isinstance(pool, list) or not pool or "space" not in content:
-    raise errors.UserError(f"Search result {path!r} has no final pool ('final_pool': a non-empty list, "
-                           f"and 'space'); train from a finished search's search_result.json.")
-  return content
-
-
-def pool_member(result: dict, path: str, pool_rank: int | None = None) -> dict:
-  """The search's chosen architecture (pool_rank None) or its final pool's member at `pool_rank`."""
-  pool = result["final_pool"]
-  if pool_rank is None:
-    return result.get("chosen") or pool[0]
-  if not 0 <= pool_rank < len(pool):
-    raise errors.UserError(f"Pool rank {pool_rank} is out of range; {path!r} has a final pool of "
-                           f"{len(pool)}: allowed 0..{len(pool) - 1}.")
-  return pool[pool_rank]
-
-
-def search_predictions(member: dict) -> dict:
-  """The search's predicted cost figures of a pool member (`predicted_latency_ms`, ...)."""
-  return {key: value for key, value in member.items() if key.startswith("predicted_")}
-
-
-def read_arch_file(path: str, space=None):
-  """Reads an architecture file: a JSON list of op names or string, or {"arch", "space"?} (e.g. a
-  `train_result.json`); returns (space, arch). The file's space wins over `space`."""
-  content = files.read_json(path, "architecture file")
-  arch = content.get("arch") if isinstance(content, dict) else content
-  if isinstance(content, dict) and "space" in content:
-    space = space_lib.SearchSpace.from_json(content["space"])
-  if space is None or not isinstance(arch, (str, list)):
-    raise errors.UserError(f"Architecture file {path!r} needs an 'arch' (op names or compact string) "
-                           f"and, without --space, a 'space'.")
-  return space, parse_arch(space, arch)
-
-
-def parse_arch(space, arch):
-  """An architecture from a compact string, comma-separated op names or a list of op names."""
-  return space.parse_arch(arch) if isinstance(arch, str) else space.validate_arch(arch)
-
-
 # The work directory ---------------------------------------------------------------------------------
 
 
-def check_work_dir(work_dir: str, config: TrainConfig, overwrite: bool) -> bool:
+def check_work_dir(work_dir: str, config: train_config.TrainConfig, overwrite: bool) -> bool:
   """Raises `UserError` unless `config` may train in `work_dir`; writes nothing.
 
   A work directory may be written, and it either is empty or new, holds an unfinished training of
@@ -189,7 +81,7 @@ def check_work_dir(work_dir: str, config: TrainConfig, overwrite: bool) -> bool:
   return not checkpoint.has_checkpoints(os.path.join(work_dir, CHECKPOINT_DIR))
 
 
-def prepare_work_dir(work_dir: str, config: TrainConfig, overwrite: bool) -> None:
+def prepare_work_dir(work_dir: str, config: train_config.TrainConfig, overwrite: bool) -> None:
   """Checks `work_dir` (`check_work_dir`), creates it and writes `config` to its config.json.
 
   A fresh start removes the outputs of an earlier run there first.
@@ -201,7 +93,7 @@ def prepare_work_dir(work_dir: str, config: TrainConfig, overwrite: bool) -> Non
   workdir.prepare(work_dir, check_work_dir(work_dir, config, overwrite), _OUTPUTS, config.to_json())
 
 
-def _check_resumable(work_dir: str, config: TrainConfig) -> None:
+def _check_resumable(work_dir: str, config: train_config.TrainConfig) -> None:
   config_path = os.path.join(work_dir, CONFIG_FILE)
   if os.path.exists(os.path.join(work_dir, RESULT_FILE)) or not os.path.exists(config_path):
     what = "a finished training" if os.path.exists(config_path) else "files of something else"
@@ -222,7 +114,7 @@ def _check_resumable(work_dir: str, config: TrainConfig) -> None:
 class Training:
   """One training run in a work directory. Use `run_training`."""
 
-  def __init__(self, config: TrainConfig, work_dir: str, progress=True,
+  def __init__(self, config: train_config.TrainConfig, work_dir: str, progress=True,
                collective_timeout_s=strategy_lib.COLLECTIVE_TIMEOUT_S):
     self.config, self.work_dir = config, work_dir
     keras.utils.set_random_seed(config.seed)  # the model's initial weights
@@ -251,7 +143,7 @@ class Training:
   def run(self) -> dict:
     self.writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "tensorboard"))
     if not self._restore() and self.config.init_from_supergraph:
-      inherit_from_search(self.config.init_from_supergraph, self.config, self.model)
+      from_search.inherit_from_search(self.config.init_from_supergraph, self.config, self.model)
     while self.epoch < self.config.epochs:
       self._train_epoch()
     return self._finish()
@@ -394,36 +286,12 @@ class Training:
     return result
 
 
-def check_splits(config: TrainConfig, splits: data_config.Splits) -> None:
+def check_splits(config: train_config.TrainConfig, splits: data_config.Splits) -> None:
   """Raises `UserError` unless `splits` can train `config`: checked before anything is trained."""
   if splits.test is None:
     raise data_config.DataError(f"Dataset {config.data.dataset!r} has no test split (one of "
                              f"{', '.join(data_config.TEST_SPLITS)}) to report accuracy on; add one.")
   batches_lib.check_train_batch(splits, config.batch_size, config.steps_per_epoch)
-
-
-def inherit_from_search(search_dir: str, config: TrainConfig, model: keras.Model) -> None:
-  """Copies the path of `config.arch` from the newest supergraph checkpoint of a search into `model`.
-
-  Raises:
-    UserError: if `search_dir` has no checkpoint; CheckpointMismatchError if the checkpoint's
-      supergraph is not of `config.space` (another space or width).
-  """
-  directory = os.path.join(search_dir, "checkpoints")
-  _check_search_checkpoint(search_dir)
-  found = checkpoint.latest(directory)
-  supergraph = supergraph_lib.Supergraph(config.space, model.input_shape[1:],
-                                         model.get_layer("head").num_classes)
-  checkpoint.assign(checkpoint.named(supergraph.variables, checkpoint.SUPERGRAPH), found[0], directory,
-                    "the supergraph of this architecture's space")
-  model_lib.inherit_weights(supergraph, config.arch, model)
-
-
-def _check_search_checkpoint(search_dir: str) -> None:
-  directory = os.path.join(search_dir, "checkpoints")
-  if not checkpoint.has_checkpoints(directory):
-    raise errors.UserError(f"--init_from_supergraph={search_dir} has no search checkpoint in "
-                           f"{directory!r}; give the work directory of a search.")
 
 
 def save_model_atomically(model: keras.Model, path: str) -> None:
@@ -436,7 +304,7 @@ def save_model_atomically(model: keras.Model, path: str) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def run_training(config: TrainConfig, work_dir: str, overwrite=False, progress=True,
+def run_training(config: train_config.TrainConfig, work_dir: str, overwrite=False, progress=True,
                  collective_timeout_s=strategy_lib.COLLECTIVE_TIMEOUT_S) -> dict:
   """Trains (or resumes training) `config.arch` in `work_dir`; returns what train_result.json holds.
 

@@ -11,6 +11,7 @@ from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.constraints import backends
 from pcnas_tf.constraints import timing
 from pcnas_tf.constraints import constraint
+from pcnas_tf.constraints import latency_probes
 from pcnas_tf.constraints import latency_table as table_lib
 
 SPACE = space_lib.SearchSpace(
@@ -195,8 +196,8 @@ def test_unknown_backend_is_a_user_error(tmp_path):
 
 
 def test_random_archs_are_distinct_and_exclude_given_ones():
-  first = table_lib.random_archs(SPACE, 3, seed=0)
-  rest = table_lib.random_archs(SPACE, 10, seed=1, exclude=first)
+  first = latency_probes.random_archs(SPACE, 3, seed=0)
+  rest = latency_probes.random_archs(SPACE, 10, seed=1, exclude=first)
   assert len(set(first + rest)) == SPACE.size() and len(rest) == SPACE.size() - 3
 
 

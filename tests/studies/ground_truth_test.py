@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from pcnas_tf.studies import ground_truth
+from pcnas_tf.studies import ground_truth_build
 from pcnas_tf.space import nasbench_macro
 
-CONFIG = ground_truth.BuildConfig(networks=6, second_seed_every=3)
+CONFIG = ground_truth_build.BuildConfig(networks=6, second_seed_every=3)
 
 
 class FakeTrain:
@@ -29,15 +30,15 @@ class FakeTrain:
 
 def test_draw_counts_each_network_once_and_is_seeded():
   space = CONFIG.space
-  drawn = ground_truth.draw_networks(space, 50, seed=3)
+  drawn = ground_truth_build.draw_networks(space, 50, seed=3)
   assert len(set(drawn)) == 50 and all(nasbench_macro.canonical_key(k) == k for k in drawn)
-  assert drawn == ground_truth.draw_networks(space, 50, seed=3) != ground_truth.draw_networks(space, 50, 4)
+  assert drawn == ground_truth_build.draw_networks(space, 50, seed=3) != ground_truth_build.draw_networks(space, 50, 4)
 
 
 def test_build_plans_paired_networks_first_and_saves_each_training(tmp_path):
   path = str(tmp_path / "gt.json")
   train = FakeTrain()
-  state = ground_truth.build(path, CONFIG, train, progress=False)
+  state = ground_truth_build.build(path, CONFIG, train, progress=False)
   assert len(state["networks"]) == 6 and len(train.calls) == 8  # two networks with a second seed
   assert [seed for _, seed in train.calls[:4]] == [0, 1, 0, 1]
   truth = ground_truth.load(path)
@@ -51,13 +52,13 @@ def test_build_plans_paired_networks_first_and_saves_each_training(tmp_path):
 def test_interrupted_build_resumes_without_retraining(tmp_path):
   path = str(tmp_path / "gt.json")
   with pytest.raises(KeyboardInterrupt):
-    ground_truth.build(path, CONFIG, FakeTrain(fail_after=3), progress=False)
-  assert len(ground_truth.pending(json.loads(open(path).read()))) == 5
+    ground_truth_build.build(path, CONFIG, FakeTrain(fail_after=3), progress=False)
+  assert len(ground_truth_build.pending(json.loads(open(path).read()))) == 5
   resumed = FakeTrain()
-  ground_truth.build(path, CONFIG, resumed, progress=False)
+  ground_truth_build.build(path, CONFIG, resumed, progress=False)
   assert len(resumed.calls) == 5
   again = FakeTrain()
-  ground_truth.build(path, CONFIG, again, progress=False)
+  ground_truth_build.build(path, CONFIG, again, progress=False)
   assert again.calls == []
 
 
@@ -67,35 +68,35 @@ def test_shards_split_the_plan_and_merge_their_saves(tmp_path):
 
   def train_second_inside_first(config, key, seed):  # the other shard saves while this one trains
     if not second.calls:
-      ground_truth.build(path, CONFIG, second, progress=False, shard=1, shards=2)
+      ground_truth_build.build(path, CONFIG, second, progress=False, shard=1, shards=2)
     return first(config, key, seed)
 
-  ground_truth.build(path, CONFIG, train_second_inside_first, progress=False, shard=0, shards=2)
+  ground_truth_build.build(path, CONFIG, train_second_inside_first, progress=False, shard=0, shards=2)
   order = [tuple(item) for item in json.loads(open(path).read())["order"]]
   assert first.calls == order[0::2] and second.calls == order[1::2]
-  assert ground_truth.pending(json.loads(open(path).read())) == []  # neither overwrote the other
+  assert ground_truth_build.pending(json.loads(open(path).read())) == []  # neither overwrote the other
   with pytest.raises(ground_truth.GroundTruthError, match="Shard 2 of 2"):
-    ground_truth.build(path, CONFIG, FakeTrain(), progress=False, shard=2, shards=2)
+    ground_truth_build.build(path, CONFIG, FakeTrain(), progress=False, shard=2, shards=2)
 
 
 def test_a_table_of_another_schedule_is_refused_by_name(tmp_path):
   path = str(tmp_path / "gt.json")
-  ground_truth.build(path, CONFIG, FakeTrain(), progress=False, limit=1)
+  ground_truth_build.build(path, CONFIG, FakeTrain(), progress=False, limit=1)
   other = dataclasses.replace(CONFIG, schedule=dataclasses.replace(CONFIG.schedule, steps_per_epoch=7))
   with pytest.raises(ground_truth.GroundTruthError, match="schedule.steps_per_epoch"):
-    ground_truth.build(path, other, FakeTrain(), progress=False)
+    ground_truth_build.build(path, other, FakeTrain(), progress=False)
   wider = dataclasses.replace(CONFIG, width=0.5)
   with pytest.raises(ground_truth.GroundTruthError, match="width"):
-    ground_truth.build(path, wider, FakeTrain(), progress=False)
+    ground_truth_build.build(path, wider, FakeTrain(), progress=False)
 
 
 def test_on_demand_addition_is_idempotent_and_canonical(tmp_path):
   path = str(tmp_path / "gt.json")
-  ground_truth.build(path, CONFIG, FakeTrain(), progress=False)
+  ground_truth_build.build(path, CONFIG, FakeTrain(), progress=False)
   train = FakeTrain()
   # 10201000 and 10210000 are one network (the Identity moves within the second stage's tail).
-  ground_truth.add_networks(path, CONFIG, ["10201000", "10210000"], train, progress=False)
-  ground_truth.add_networks(path, CONFIG, ["10210000"], train, progress=False)
+  ground_truth_build.add_networks(path, CONFIG, ["10201000", "10210000"], train, progress=False)
+  ground_truth_build.add_networks(path, CONFIG, ["10210000"], train, progress=False)
   assert train.calls == [("10210000", 0)]
   truth = ground_truth.load(path)
   assert truth.entry((1, 0, 2, 0, 1, 0, 0, 0)) is truth.entry((1, 0, 2, 1, 0, 0, 0, 0)) is not None

@@ -18,6 +18,8 @@ from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.nn import supergraph as supergraph_lib
 from tests import helpers as testing
 from pcnas_tf.train import standalone as train_lib
+from pcnas_tf.train import from_search
+from pcnas_tf.train import train_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPACE = testing.tiny_space()
@@ -39,7 +41,7 @@ def data_config(tmp_path_factory):
 @pytest.fixture(name="config")
 def config_fixture(data_config):
   """Two epochs of two steps at 8x8: a run takes seconds."""
-  return train_lib.TrainConfig(
+  return train_config.TrainConfig(
       space=SPACE, arch=ARCH, epochs=2, steps_per_epoch=2, batch_size=16, eval_batch_size=64,
       mixup=0.2, label_smoothing=0.1, strategy="one_device", data=data_config)
 
@@ -102,7 +104,7 @@ def test_supergraph_weights_are_inherited_for_the_architecture(config, tmp_path)
   checkpoint.save(str(tmp_path / "checkpoints"), 1,
                   {**arrays, checkpoint.ITERATIONS: np.array(7), "optimizer/momentum/x": np.zeros(3)}, {})
   model = train_lib.model_lib.build_model(ARCH, SPACE, (8, 8, 3), 10)
-  train_lib.inherit_from_search(str(tmp_path), config, model)
+  from_search.inherit_from_search(str(tmp_path), config, model)
   images = tf.random.stateless_normal((2, 8, 8, 3), seed=(1, 2))
   expected = supergraph(images, tf.constant(SPACE.indices(ARCH)), training=False)
   np.testing.assert_allclose(model(images, training=False), expected, rtol=1e-5)
@@ -124,7 +126,7 @@ def test_supergraph_checkpoint_of_another_space_is_refused(config, tmp_path):
   checkpoint.save(str(tmp_path / "checkpoints"), 1, arrays, {})
   model = train_lib.model_lib.build_model(ARCH, SPACE, (8, 8, 3), 10)
   with pytest.raises(checkpoint.CheckpointMismatchError, match=r"does not fit .* another"):
-    train_lib.inherit_from_search(str(tmp_path), config, model)
+    from_search.inherit_from_search(str(tmp_path), config, model)
 
 
 def test_training_checkpoint_of_another_architecture_is_refused(config, tmp_path):
@@ -140,15 +142,15 @@ def test_training_checkpoint_of_another_architecture_is_refused(config, tmp_path
 def test_search_result_without_a_final_pool_is_refused(tmp_path, content):
   path = _write_json(tmp_path / "search_result.json", content)
   with pytest.raises(errors.UserError, match="has no final pool"):
-    train_lib.read_search_result(path)
+    from_search.read_search_result(path)
 
 
 def test_pool_rank_picks_a_member_and_out_of_range_is_refused():
   result = {"final_pool": [{"arch": ["a"]}, {"arch": ["b"]}], "chosen": {"arch": ["a"]}}
-  assert train_lib.pool_member(result, "r.json")["arch"] == ["a"]
-  assert train_lib.pool_member(result, "r.json", 1)["arch"] == ["b"]
+  assert from_search.pool_member(result, "r.json")["arch"] == ["a"]
+  assert from_search.pool_member(result, "r.json", 1)["arch"] == ["b"]
   with pytest.raises(errors.UserError, match="Pool rank 2 is out of range; .* allowed 0..1"):
-    train_lib.pool_member(result, "r.json", 2)
+    from_search.pool_member(result, "r.json", 2)
 
 
 def test_existing_work_dir_needs_overwrite(config, tmp_path):
