@@ -81,6 +81,11 @@ class ExportConfig:
       raise export_errors.ExportError(
           f"Batch {self.batch} and latency runs {self.latency_runs} must be >= 1, "
           f"warm-up runs {self.warmup_runs} >= 0.")
+    if not 0 <= self.min_top1_agreement <= 1:  # written so that NaN fails too
+      raise export_errors.ExportError(
+          f"Minimum top-1 agreement {self.min_top1_agreement} (--min_top1_agreement) must be in [0, 1].")
+    if not self.float_tolerance >= 0:
+      raise export_errors.ExportError(f"Float tolerance {self.float_tolerance} must be >= 0.")
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -297,6 +302,8 @@ def _result(run: _Run) -> dict:
 def dataset_images(config: data_config.DataConfig, split: str, count: int) -> np.ndarray:
   """`count` images of `split` ("test" or "validation", the latter carved from the training split),
   preprocessed as for evaluation: the parity set and the int8 representative dataset."""
+  if count < 1:
+    raise export_errors.ExportError(f"Image count {count} of split {split!r} must be at least 1.")
   splits = data_sources.load(config)
   images, _ = next(iter(batches_lib.eval_pipeline(splits, config, count, split=split)))
   return images.numpy()

@@ -19,6 +19,7 @@ from export import export_errors
 from pcnas_tf import files
 from pcnas_tf.nn import ops  # pylint: disable=unused-import  (registers the layers for deserialisation)
 from pcnas_tf.space import search_space as space_lib
+from pcnas_tf.train import standalone as train_lib
 
 SPEC_FILES = ("train_result.json", "search_result.json")  # Looked up next to the model, in this order.
 _LAYER_PREFIX = "layer_"
@@ -38,7 +39,8 @@ def load_model(path: str) -> keras.Model:
   """Loads a PC-NAS classifier written by `pcnas_tf.model.build_model(...).save(path)`.
 
   Raises:
-    ExportError: if the file is missing, not a `.keras` archive, or not a PC-NAS classifier.
+    ExportError: if the file is missing, a directory, unreadable, not a `.keras` archive, damaged
+      (weights truncated), or not a PC-NAS classifier.
   """
   model = load_keras_archive(path)
   if not _is_pcnas(model):
@@ -55,6 +57,11 @@ def load_keras_archive(path: str) -> keras.Model:
   marks their sub-layers built without variables and then fails to load the weights. Rebuilding from the
   config, running one batch to create every variable, then loading the weights gives the same model.
   """
+  if os.path.isdir(path):
+    inside = os.path.join(path, train_lib.MODEL_FILE)
+    example = (f", such as {inside!r}" if os.path.isfile(inside)
+               else f" (the {train_lib.MODEL_FILE} a training writes)")
+    raise export_errors.ExportError(f"Model file {path!r} is a directory; expected a .keras file{example}.")
   if not os.path.isfile(path):
     raise export_errors.ExportError(f"Model file {path!r} does not exist.")
   with warnings.catch_warnings():
@@ -65,7 +72,14 @@ def load_keras_archive(path: str) -> keras.Model:
       raise export_errors.ExportError(
           f"Model file {path!r} is not a PC-NAS model: it needs one image input.")
     model(np.zeros((1,) + tuple(model.input_shape[1:]), np.float32))
-    model.load_weights(path)
+    try:
+      model.load_weights(path)
+    except (OSError, KeyError, ValueError) as error:
+      # h5py's OSError for a truncated or garbled model.weights.h5, KeyError for a missing one, ValueError
+      # for weights that do not fit the config: the archive was cut short or mixed up.
+      raise export_errors.ExportError(
+          f"Model file {path!r} is damaged or incomplete (its weights cannot be read); export or train "
+          f"it again.") from error
   return model
 
 
@@ -74,7 +88,10 @@ def _model_from_archive(path: str):
     with zipfile.ZipFile(path) as archive:
       config = archive.read("config.json").decode()
     return keras.models.model_from_json(config)
-  except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as error:
+  except PermissionError as error:
+    raise export_errors.ExportError(
+        f"Model file {path!r} cannot be read: permission denied.") from error
+  except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError) as error:
     raise export_errors.ExportError(
         f"Model file {path!r} is not a Keras .keras archive of a PC-NAS model "
         f"({type(error).__name__}).") from error

@@ -66,6 +66,24 @@ def tiny_search_config(root):
       eval_batches=2, strategy="one_device", checkpoint_every=1, data=data_config)
 
 
+def write_truncated_keras(path, keep=0.5):
+  """A tiny `.keras` archive at `path` whose zip is valid but whose `model.weights.h5` is cut to `keep` of
+  its bytes: what an interrupted copy or a full disk leaves."""
+  import zipfile  # pylint: disable=g-import-not-at-top
+  import keras  # pylint: disable=g-import-not-at-top
+  whole = f"{path}.whole.keras"
+  keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(whole)
+  with zipfile.ZipFile(whole) as archive:
+    entries = {name: archive.read(name) for name in archive.namelist()}
+  os.remove(whole)
+  weights = entries["model.weights.h5"]
+  entries["model.weights.h5"] = weights[:int(len(weights) * keep)]
+  with zipfile.ZipFile(path, "w") as archive:
+    for name, content in entries.items():
+      archive.writestr(name, content)
+  return str(path)
+
+
 # Searches in other processes: one process, or a local multi-worker cluster (cluster_test, bench) --------
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,6 +120,18 @@ def search_task_argv(config, work_dir, output, logical_cpus=1):
   import sys  # pylint: disable=g-import-not-at-top
   return [sys.executable, "-c", SEARCH_TASK, str(work_dir), json.dumps(config.to_json()), str(output),
           str(logical_cpus)]
+
+
+ABSL_HINT = "Pass --helpshort or --helpfull to see help on flags."  # absl's line after a refused flag
+
+
+def run_binary(module, *flags):
+  """(exit code, the sentence it ended with, its stderr) of `python -m module flags...` run in the
+  repository. The sentence is the last line of stderr, before absl's hint line if a flag was refused."""
+  done = subprocess.run([sys.executable, "-m", module, *flags], capture_output=True, text=True, cwd=REPO,
+                        timeout=300, env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"})
+  lines = [line for line in done.stderr.splitlines() if line.strip() and line != ABSL_HINT]
+  return done.returncode, lines[-1] if lines else "", done.stderr
 
 
 def read_json(path):

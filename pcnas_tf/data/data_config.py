@@ -28,13 +28,14 @@ class DataConfig:
     dataset: `fashion_mnist`, `image_folder`, or the name of a tfds dataset prepared under `data_dir`.
     data_dir: the tfds data directory (prepared datasets; Fashion-MNIST is prepared here), or the root of
       an image folder.
-    resolution: side of the square model input; None keeps the native size (square images only).
+    resolution: side of the square model input (>= 1); None keeps the native size (square images only).
     channels: 3 (grey images are repeated to RGB) or 1 (colour images are converted to grey).
     validation: images carved out of the training split: a count (int) or a fraction in (0, 1).
-    seed: seeds the carve-out, shuffling and augmentation.
+    seed: seeds the carve-out, shuffling and augmentation (>= 0).
     deterministic: keep element order fixed in parallel maps (slower); with it the same seed gives
       the same batches.
-    skip_corrupt: skip (and count) image files that do not decode, instead of failing on the first.
+    skip_corrupt: skip (and count) image files that cannot be read or decoded, instead of failing on the
+      first.
     cache_bytes: cache decoded images in memory when a split's estimated size is at most this.
     idx_dir: where Fashion-MNIST's IDX files are read from when it is first prepared.
   """
@@ -50,10 +51,20 @@ class DataConfig:
   idx_dir: str = DEBIAN_FASHION_MNIST
 
   def __post_init__(self):
+    if not self.dataset:
+      raise DataError(f"Dataset name is empty; allowed: {FASHION_MNIST}, {IMAGE_FOLDER} or the name of a "
+                      f"tfds dataset (e.g. cifar10).")
+    if not self.data_dir:
+      raise DataError("Data directory is empty; give a directory (of tfds datasets, or an image folder's "
+                      "root).")
     if self.channels not in (1, 3):
       raise DataError(f"Channels {self.channels} is not allowed; allowed: 1 (grey) or 3 (RGB).")
     if self.resolution is not None and self.resolution < 1:
-      raise DataError(f"Resolution {self.resolution} must be a positive image side, or None (native).")
+      # Binaries map --resolution=0 to None and check the flag themselves, naming it (cli/data_flags.py).
+      raise DataError(f"Resolution {self.resolution} must be a positive image side, or None for the "
+                      f"native size.")
+    if self.seed < 0:
+      raise DataError(f"Seed {self.seed} must be >= 0.")
     if isinstance(self.validation, float) and not 0 < self.validation < 1:
       raise DataError(f"Validation fraction {self.validation} must be in (0, 1).")
     if self.validation <= 0:
@@ -82,4 +93,4 @@ class Splits:
   num_test: int
   native_size: tuple[int, int] | None  # (height, width) when every image has it.
   small_images: bool
-  skipped: int = 0  # Corrupt files skipped with `skip_corrupt`.
+  skipped: int = 0  # Unreadable or corrupt files skipped with `skip_corrupt`.

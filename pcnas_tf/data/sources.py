@@ -48,8 +48,9 @@ def load(config: data_config.DataConfig, min_resolution: int = 1) -> data_config
     min_resolution: the smallest input side the network allows (its total stride).
 
   Raises:
-    data_config.DataError: for a missing directory, an unknown or unprepared dataset, a malformed image folder, a
-      corrupt image (unless skipped), labels out of range, a bad carve-out or a too small resolution.
+    data_config.DataError: for a missing or unreadable directory, an unknown, malformed or unprepared
+      dataset, a malformed image folder, a corrupt or unreadable image (unless skipped), labels out of
+      range, a bad carve-out or a too small resolution.
   """
   if config.dataset == data_config.FASHION_MNIST:
     source = _fashion_mnist_source(config)
@@ -147,17 +148,27 @@ def _tfds_source(config: data_config.DataConfig) -> _Source:
   if not os.path.isdir(config.root):
     raise data_config.DataError(f"Data directory {config.root} does not exist; give --data_dir a directory that "
                     f"holds prepared tfds datasets.")
+  allowed = (f"allowed: {data_config.FASHION_MNIST}, {data_config.IMAGE_FOLDER} or the name of a tfds "
+             f"dataset (e.g. cifar10)")
   try:
     builder = tfds.builder(config.dataset, data_dir=config.root)
   except tfds.core.registered.DatasetNotFoundError as error:
-    raise data_config.DataError(f"Unknown dataset {config.dataset!r}; allowed: {data_config.FASHION_MNIST}, {data_config.IMAGE_FOLDER} or the "
-                    f"name of a tfds dataset (e.g. cifar10).") from error
+    raise data_config.DataError(f"Unknown dataset {config.dataset!r}; {allowed}.") from error
+  except (ValueError, AssertionError) as error:  # tfds' answers to a malformed name, config or version
+    raise data_config.DataError(f"Dataset {config.dataset!r} cannot be opened ({_tfds_reason(error)}); "
+                                f"{allowed}.") from error
   if not builder.is_prepared():
     raise data_config.DataError(
         f"Dataset {config.dataset!r} is not prepared under {config.root} (downloads are off); prepare it "
         f"where the network is reachable with `tfds build {config.dataset} --data_dir={config.root}` and "
         f"copy that directory here.")
   return _builder_source(builder, config)
+
+
+def _tfds_reason(error: Exception) -> str:
+  """The gist of tfds' many-line message: its first line, without the builder arguments it repeats."""
+  reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  return reason.split('": ', 1)[-1].rstrip(".:")
 
 
 def _builder_source(builder, config: data_config.DataConfig) -> _Source:
@@ -194,8 +205,7 @@ def _image_folder_source(config: data_config.DataConfig) -> _Source:
   sizes = {name: _decodable_sizes(dataset, config.channels) for name, dataset in files.items()}
   corrupt = sorted(path for name in files for path in paths[name] if path not in sizes[name])
   if corrupt and not config.skip_corrupt:
-    raise data_config.DataError(f"Image file {corrupt[0]} cannot be decoded ({len(corrupt)} corrupt in all); fix or "
-                    f"remove it, or pass skip_corrupt to skip such files.")
+    raise data_config.DataError(_unusable_image(corrupt[0], len(corrupt)))
   splits = {name: _without(dataset, corrupt) for name, dataset in files.items()}
   counts = {name: len(sizes[name]) for name in files}
   shapes = {shape for split_sizes in sizes.values() for shape in split_sizes.values()}
@@ -203,16 +213,47 @@ def _image_folder_source(config: data_config.DataConfig) -> _Source:
   return _Source(splits, counts, builder.info.features["label"].num_classes, native_size, len(corrupt))
 
 
+def _unusable_image(path: str, count: int) -> str:
+  """Why the image file `path`, one of `count` that did not decode, is unusable: unreadable or corrupt."""
+  try:
+    with open(path, "rb"):
+      pass
+  except PermissionError:
+    return (f"Image file {path} cannot be read: permission denied ({count} unusable in all); make it "
+            f"readable or remove it, or pass --skip_corrupt to skip such files.")
+  except OSError as error:
+    return (f"Image file {path} cannot be read: {_reason(error)} ({count} unusable in all); fix or remove "
+            f"it, or pass --skip_corrupt to skip such files.")
+  return (f"Image file {path} cannot be decoded ({count} unusable in all); fix or remove it, or pass "
+          f"--skip_corrupt to skip such files.")
+
+
+def _reason(error: OSError) -> str:
+  return (error.strerror or type(error).__name__).lower()
+
+
+def _listdir(directory: str, what: str) -> list[str]:
+  """The entries of `directory` (`what` names it: "Class folder"); unreadable is a `DataError`."""
+  try:
+    return os.listdir(directory)
+  except PermissionError as error:
+    remedy = "" if what == "Image folder" else " or remove it"
+    raise data_config.DataError(f"{what} {directory} cannot be read: permission denied; make it "
+                                f"readable{remedy}.") from error
+  except OSError as error:
+    raise data_config.DataError(f"{what} {directory} cannot be read: {_reason(error)}.") from error
+
+
 def _list_images(root: str) -> dict[str, list[str]]:
   """The image paths of each split, as `tfds.ImageFolder` finds them, after checking the class folders."""
   paths, classes = {}, set()
-  for split in sorted(os.listdir(root)):
+  for split in sorted(_listdir(root, "Image folder")):
     split_dir = os.path.join(root, split)
-    labels = sorted(label for label in os.listdir(split_dir)
+    labels = sorted(label for label in _listdir(split_dir, "Split folder")
                     if os.path.isdir(os.path.join(split_dir, label))) if os.path.isdir(split_dir) else []
     for label in labels:
       label_dir = os.path.join(split_dir, label)
-      images = [os.path.join(label_dir, name) for name in os.listdir(label_dir)
+      images = [os.path.join(label_dir, name) for name in _listdir(label_dir, "Class folder")
                 if name.lower().endswith(data_config.IMAGE_EXTENSIONS)]
       if not images:
         raise data_config.DataError(f"Class folder {label_dir} has no .jpg, .jpeg or .png images; add images or "

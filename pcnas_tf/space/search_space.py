@@ -272,7 +272,7 @@ SPACES = {"small": small_space, "large": large_space, "macro": macro_space}
 
 def get_space(name: str, width: float = 1.0) -> SearchSpace:
   """Returns a built-in space by name, or loads a user's space from a JSON file path."""
-  if width <= 0:
+  if not width > 0:  # NaN too
     raise SpaceError(f"Width multiplier {width} must be > 0.")
   if name in SPACES:
     return SPACES[name](width)

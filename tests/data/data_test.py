@@ -403,11 +403,79 @@ def test_corrupt_image_fails_by_name_or_is_skipped_and_counted(tmp_path):
   corrupt = os.path.join(root, "train", "dog", "broken.png")
   with open(corrupt, "wb") as f:
     f.write(b"\x89PNG\r\n\x1a\n not really a png")
-  with pytest.raises(data_config.DataError, match=f"Image file {corrupt} cannot be decoded"):
+  with pytest.raises(data_config.DataError, match=f"Image file {corrupt} cannot be decoded .*; fix or "
+                     f"remove it, or pass --skip_corrupt to skip such files\\.$"):
     data_sources.load(folder_config(root))
   splits = data_sources.load(folder_config(root, skip_corrupt=True))
   assert splits.skipped == 1 and splits.num_train + splits.num_validation == 12
   assert len(images_of(splits.train)) + len(images_of(splits.validation)) == 12
+
+
+def _failing_on(locked, call):
+  """`call`, except that it raises PermissionError for the path `locked`, as it does for a user who may not
+  read it. Tests run as root, which reads a chmod 000 file or folder anyway, so the denial is simulated."""
+
+  def wrapped(path, *args, **kwargs):
+    if os.path.abspath(path) == locked:
+      raise PermissionError(13, "Permission denied", str(path))
+    return call(path, *args, **kwargs)
+
+  return wrapped
+
+
+def test_unreadable_class_folder_says_permission_denied(tmp_path, monkeypatch):
+  root = image_folder(tmp_path / "images")
+  locked = os.path.join(root, "train", "dog")
+  os.chmod(locked, 0)
+  monkeypatch.setattr(os, "listdir", _failing_on(locked, os.listdir))  # see `_failing_on`
+  try:
+    with pytest.raises(data_config.DataError, match=f"^Class folder {locked} cannot be read: permission "
+                       r"denied; make it readable or remove it\.$"):
+      data_sources.load(folder_config(root))
+  finally:
+    os.chmod(locked, 0o755)
+
+
+def test_unreadable_image_says_permission_denied_not_corrupt(tmp_path, monkeypatch):
+  root = image_folder(tmp_path / "images")
+  locked = os.path.join(root, "train", "cat", "0.png")
+  # As root TensorFlow reads a chmod 000 file too, so the file also gets undecodable bytes: what the
+  # decoding pass meets for a user who may not read it. `open` in `sources` is denied on it as for that user.
+  with open(locked, "wb") as f:
+    f.write(b"unreadable")
+  os.chmod(locked, 0)
+  monkeypatch.setattr(data_sources, "open", _failing_on(locked, open), raising=False)
+  try:
+    with pytest.raises(data_config.DataError, match=f"^Image file {locked} cannot be read: permission "
+                       r"denied \(1 unusable in all\); make it readable or remove it, or "
+                       r"pass --skip_corrupt to skip such files\.$"):
+      data_sources.load(folder_config(root))
+    assert data_sources.load(folder_config(root, skip_corrupt=True)).skipped == 1
+  finally:
+    os.chmod(locked, 0o644)
+
+
+def test_negative_resolution_names_none_for_the_native_size():
+  with pytest.raises(data_config.DataError, match=r"^Resolution -28 must be a positive image side, or None "
+                     r"for the native size\.$"):
+    data_config.DataConfig(resolution=-28)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"seed": -1}, r"^Seed -1 must be >= 0\.$"),
+    ({"dataset": ""}, r"^Dataset name is empty; allowed: fashion_mnist, image_folder"),
+    ({"data_dir": ""}, r"^Data directory is empty; give a directory"),
+])
+def test_config_rejects_values_no_source_could_use(fields, message):
+  with pytest.raises(data_config.DataError, match=message):
+    data_config.DataConfig(**fields)
+
+
+@pytest.mark.parametrize("name", ["Bad Name!", "cifar10:9.9.9"])
+def test_malformed_dataset_name_is_an_error(tmp_path, name):
+  with pytest.raises(data_config.DataError, match=f"^Dataset {name!r} cannot be opened .*; allowed: "
+                     f"fashion_mnist, image_folder or the name of a tfds dataset"):
+    data_sources.load(data_config.DataConfig(dataset=name, data_dir=str(tmp_path)))
 
 
 def test_unknown_dataset_is_an_error(tmp_path):

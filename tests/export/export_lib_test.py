@@ -23,6 +23,7 @@ from pcnas_tf.data import data_config
 from pcnas_tf.data import fashion_mnist
 from pcnas_tf.nn import model as model_lib
 from pcnas_tf.space import search_space as space_lib
+from tests import helpers as testing
 
 SPACE = space_lib.macro_space(0.125)
 ARCH = ("MBConv_3_3", "Identity", "MBConv_6_5", "Identity", "MBConv_3_3", "MBConv_6_5", "Identity",
@@ -109,6 +110,26 @@ def test_load_model_rejects_bad_files(tmp_path, content, message):
     spec_lib.load_model(str(path))
 
 
+def test_load_model_of_a_directory_says_a_keras_file_is_expected(tmp_path):
+  (tmp_path / "run").mkdir()
+  with pytest.raises(export_errors.ExportError, match=r"^Model file '.*/run' is a directory; expected a "
+                     r"\.keras file \(the model\.keras a training writes\)\.$"):
+    spec_lib.load_model(str(tmp_path / "run"))
+  # A training's work directory: the message names the model in it.
+  (tmp_path / "run" / "model.keras").write_bytes(b"")
+  with pytest.raises(export_errors.ExportError, match=r"is a directory; expected a \.keras file, such as "
+                     r"'.*/run/model\.keras'\.$"):
+    spec_lib.load_model(str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0])
+def test_load_model_of_truncated_weights_says_damaged(tmp_path, keep):
+  path = testing.write_truncated_keras(tmp_path / "model.keras", keep)
+  with pytest.raises(export_errors.ExportError, match=r"^Model file '.*model\.keras' is damaged or "
+                     r"incomplete \(its weights cannot be read\); export or train it again\.$"):
+    spec_lib.load_model(path)
+
+
 def test_load_model_rejects_a_non_pcnas_model(tmp_path):
   other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
   other.save(tmp_path / "other.keras")
@@ -191,6 +212,13 @@ def test_parse_formats_rejects_an_unknown_format():
   assert export_lib.parse_formats("onnx, tflite,onnx") == ("onnx", "tflite")
   with pytest.raises(export_errors.ExportError, match="Unknown export format pytorch; allowed"):
     export_lib.parse_formats("onnx,pytorch")
+
+
+@pytest.mark.parametrize("agreement", [1.5, -0.1, float("nan")])
+def test_min_top1_agreement_must_be_a_share(agreement):
+  with pytest.raises(export_errors.ExportError, match=rf"^Minimum top-1 agreement {agreement} "
+                     r"\(--min_top1_agreement\) must be in \[0, 1\]\.$"):
+    export_lib.ExportConfig(output_dir="unused", min_top1_agreement=agreement)
 
 
 def test_existing_output_dir_needs_overwrite(tmp_path):
