@@ -21,7 +21,7 @@ from pcnas_tf.cli import app
 from pcnas_tf.cli import search_flags
 
 flags.DEFINE_integer("standalone_epochs", 0, "Epochs of each found architecture's stand-alone "
-                     "training; 0: the supergraph's epochs (Tw + L * Ti), the same budget.")
+                     "training; 0: the supergraph's epochs (Tw + L * Ti), the same budget (>= 0).")
 
 FLAGS = flags.FLAGS
 

@@ -20,22 +20,24 @@ from pcnas_tf.constraints import constraint
 from pcnas_tf.constraints import latency_table
 
 _SPACE = flags.DEFINE_string("space", "macro", "small, large, macro or a .json space spec.")
-_WIDTH = flags.DEFINE_float("width", 1.0, "Width multiplier of a built-in space.")
-_BACKEND = flags.DEFINE_string("backend", "tflite", f"One of {', '.join(backends.BACKENDS)}.")
-_BATCH = flags.DEFINE_integer("batch", 1, "Batch size the networks are timed at (paper: 16 on GPU).")
-_RESOLUTION = flags.DEFINE_integer("resolution", 32, "Input height and width.")
-_CHANNELS = flags.DEFINE_integer("channels", 3, "Input channels.")
-_NUM_CLASSES = flags.DEFINE_integer("num_classes", 10, "Classifier outputs.")
-_THREADS = flags.DEFINE_integer("threads", 1, "LiteRT threads (tflite).")
+_WIDTH = flags.DEFINE_float("width", 1.0, "Width multiplier of a built-in space (> 0).", lower_bound=1e-6)
+_BACKEND = flags.DEFINE_enum("backend", "tflite", list(backends.BACKENDS), "Timing backend.")
+_BATCH = flags.DEFINE_integer("batch", 1, "Batch size the networks are timed at (>= 1; paper: 16 on GPU).",
+                              lower_bound=1)
+_RESOLUTION = flags.DEFINE_integer("resolution", 32, "Input height and width (>= 1).", lower_bound=1)
+_CHANNELS = flags.DEFINE_enum("channels", "3", ["1", "3"], "Input channels: 1 or 3.")
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", 10, "Classifier outputs (>= 2).", lower_bound=2)
+_THREADS = flags.DEFINE_integer("threads", 1, "LiteRT threads (tflite; >= 1).", lower_bound=1)
 _XLA = flags.DEFINE_boolean("xla", False, "Compile with XLA (tf).")
 _PRECISION = flags.DEFINE_enum("precision", "fp32", ["fp32", "fp16"], "TensorRT precision.")
-_RUNS = flags.DEFINE_integer("runs", 60, "Interleaved timing rounds per model.")
-_WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed runs before timing.")
+_RUNS = flags.DEFINE_integer("runs", 60, "Interleaved timing rounds per model (>= 1).", lower_bound=1)
+_WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed runs before timing (>= 0).", lower_bound=0)
 _ESTIMATOR = flags.DEFINE_enum("estimator", "ratio", list(backends.ESTIMATORS),
                                "Statistic the table keeps: ratio to a paired reference network "
                                "(repeatable on a busy machine), or the model's own min or median.")
 _CALIBRATION_ARCHS = flags.DEFINE_integer("calibration_archs", 40,
-                                          "Random whole networks the table is fitted to.")
+                                          "Random whole networks the table is fitted to (>= 0; 0 "
+                                          "leaves it uncalibrated).", lower_bound=0)
 _SEED = flags.DEFINE_integer("seed", 0, "Picks the calibration networks.")
 _OUTPUT = flags.DEFINE_string("output", None, "Table file to write (resumed if it exists).")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Directory of cached tables (instead of --output).")
@@ -50,9 +52,11 @@ def main(argv):
   config = backends.BackendConfig(_BACKEND.value, _THREADS.value, _XLA.value, _PRECISION.value,
                                  _WARMUP.value, _RUNS.value, _ESTIMATOR.value)
   config.validate()
-  shape = dict(batch=_BATCH.value, resolution=_RESOLUTION.value, channels=_CHANNELS.value,
+  shape = dict(batch=_BATCH.value, resolution=_RESOLUTION.value, channels=int(_CHANNELS.value),
                num_classes=_NUM_CLASSES.value, calibration_archs=_CALIBRATION_ARCHS.value,
                seed=_SEED.value)
+  if _CALIBRATION_ARCHS.value == 0:
+    print(latency_table.UNCALIBRATED_NOTE, flush=True)
   if _OUTPUT.value:
     table = latency_table.build_table(space, config, output=_OUTPUT.value, **shape)
   else:

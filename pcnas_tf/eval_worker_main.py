@@ -27,10 +27,11 @@ flags.DEFINE_string("work_dir", None, "The search's work directory, shared with 
 flags.DEFINE_string("data_dir", None, "Where the search's data set is on this machine (default: the "
                     "search's --data_dir).")
 flags.DEFINE_float("rpc_timeout", 60.0, "Seconds a call to the chief may take before the worker "
-                   "takes it for gone and exits.")
+                   "takes it for gone and exits (> 0).", lower_bound=0.001)
 flags.DEFINE_float("connect_timeout", 3600.0, "Seconds to wait for the chief's first answer (its "
-                   "start, with data loading and latency tables, may take long).")
-flags.DEFINE_float("poll_interval", 1.0, "Seconds between asks while the chief trains.")
+                   "start, with data loading and latency tables, may take long) (> 0).", lower_bound=0.001)
+flags.DEFINE_float("poll_interval", 1.0, "Seconds between asks while the chief trains (> 0).",
+                   lower_bound=0.001)
 flags.mark_flag_as_required("work_dir")
 FLAGS = flags.FLAGS
 

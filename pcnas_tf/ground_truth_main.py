@@ -32,16 +32,17 @@ _DEFAULT_FLAGFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath
 
 flags.DEFINE_string("output", "benchmarks/ground_truth_fashion_mnist.json", "The table's JSON file.")
 flags.DEFINE_string("work_root", "runs/ground_truth", "Scratch directory of the training in progress.")
-flags.DEFINE_float("width", 0.25, "Width multiplier of the macro space.")
-flags.DEFINE_integer("networks", 200, "Distinct networks drawn uniformly.")
+flags.DEFINE_float("width", 0.25, "Width multiplier of the macro space (> 0).")
+flags.DEFINE_integer("networks", 200, "Distinct networks drawn uniformly (>= 1).", lower_bound=1)
 flags.DEFINE_integer("second_seed_every", 4, "Every k-th drawn network is trained with a second seed "
-                     "too (0: none); these come first.")
-flags.DEFINE_integer("draw_seed", 0, "Seed of the draw of networks.")
-flags.DEFINE_integer("epochs", 1, "Training epochs per network.")
-flags.DEFINE_integer("steps_per_epoch", 300, "Steps per epoch.")
-flags.DEFINE_integer("batch_size", 128, "Batch size.")
-flags.DEFINE_integer("eval_batch_size", 500, "Batch size of validation and test evaluation.")
-flags.DEFINE_integer("limit", None, "Stop after this many trainings (the build resumes later).")
+                     "too (0: none); these come first (>= 0).", lower_bound=0)
+flags.DEFINE_integer("draw_seed", 0, "Seed of the draw of networks (>= 0).", lower_bound=0)
+flags.DEFINE_integer("epochs", 1, "Training epochs per network (>= 1).")
+flags.DEFINE_integer("steps_per_epoch", 300, "Steps per epoch (>= 0).")
+flags.DEFINE_integer("batch_size", 128, "Batch size (>= 1).")
+flags.DEFINE_integer("eval_batch_size", 500, "Batch size of validation and test evaluation (>= 1).")
+flags.DEFINE_integer("limit", None, "Stop after this many trainings (>= 1; the build resumes later).",
+                     lower_bound=1)
 flags.DEFINE_list("add_archs", [], "Networks (compact strings) to train on demand and add.")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
 flags.DEFINE_integer("shard", 0, "This process trains the plan's trainings at places shard mod shards "

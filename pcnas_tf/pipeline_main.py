@@ -23,19 +23,20 @@ from pcnas_tf import pipeline
 from pcnas_tf.cli import search_flags
 
 _DEFAULTS = pipeline.Retraining()
-flags.DEFINE_integer("retrain_epochs", _DEFAULTS.epochs, "Epochs of retraining the chosen network.")
+flags.DEFINE_integer("retrain_epochs", _DEFAULTS.epochs, "Epochs of retraining the chosen network (>= 1).")
 flags.DEFINE_integer("retrain_steps_per_epoch", _DEFAULTS.steps_per_epoch,
-                     "Retraining steps per epoch; 0 for one pass over the training split.")
-flags.DEFINE_integer("retrain_batch_size", _DEFAULTS.batch_size, "Retraining batch size.")
-flags.DEFINE_float("retrain_learning_rate", _DEFAULTS.learning_rate, "Initial retraining learning rate.")
+                     "Retraining steps per epoch; 0 for one pass over the training split (>= 0).")
+flags.DEFINE_integer("retrain_batch_size", _DEFAULTS.batch_size, "Retraining batch size (>= 1).")
+flags.DEFINE_float("retrain_learning_rate", _DEFAULTS.learning_rate, "Initial retraining learning rate (> 0).")
 flags.DEFINE_float("retrain_final_learning_rate", _DEFAULTS.final_learning_rate,
-                   "Retraining learning rate at the end (cosine decay).")
-flags.DEFINE_float("retrain_weight_decay", _DEFAULTS.weight_decay, "Retraining L2 weight.")
-flags.DEFINE_float("retrain_mixup", _DEFAULTS.mixup, "Retraining MixUp alpha (0: off).")
-flags.DEFINE_float("retrain_label_smoothing", _DEFAULTS.label_smoothing, "Retraining label smoothing.")
+                   "Retraining learning rate at the end (cosine decay) (> 0, at most --retrain_learning_rate).")
+flags.DEFINE_float("retrain_weight_decay", _DEFAULTS.weight_decay, "Retraining L2 weight (0 <= value <= 1).")
+flags.DEFINE_float("retrain_mixup", _DEFAULTS.mixup, "Retraining MixUp alpha (0: off) (>= 0).")
+flags.DEFINE_float("retrain_label_smoothing", _DEFAULTS.label_smoothing, "Retraining label smoothing (0 <= value < 1).")
 flags.DEFINE_boolean("retrain_se", _DEFAULTS.se, "Add squeeze-and-excitation when retraining (the "
                      "searched space has none, so the budget was met without it).")
-flags.DEFINE_integer("latency_runs", 40, "Timed runs of the exported LiteRT model (the minimum counts).")
+flags.DEFINE_integer("latency_runs", 40, "Timed runs of the exported LiteRT model, whose minimum counts "
+                     "(>= 1).", lower_bound=1)
 FLAGS = flags.FLAGS
 
 

@@ -22,10 +22,10 @@ from pcnas_tf.cli import app
 from pcnas_tf.studies import rank_check as rank_lib
 from pcnas_tf.cli import search_flags
 
-flags.DEFINE_integer("num_archs", 8, "K: architectures to train alone and rank.")
+flags.DEFINE_integer("num_archs", 8, "K: architectures to train alone and rank (>= 2).")
 flags.DEFINE_string("archs", "pool", "pool: candidates of the PC-NAS search's final pool (the paper's "
                     "choice); random: uniform architectures within the budget.")
-flags.DEFINE_integer("standalone_epochs", 2, "Epochs of each architecture's stand-alone training.")
+flags.DEFINE_integer("standalone_epochs", 2, "Epochs of each architecture's stand-alone training (>= 0).")
 flags.DEFINE_string("pcnas_dir", "", "A finished PC-NAS search's work directory to reuse.")
 flags.DEFINE_string("oneshot_dir", "", "A finished One-Shot search's work directory to reuse.")
 

@@ -31,9 +31,9 @@ from pcnas_tf.cli import search_flags
 from pcnas_tf.search import loop as search_lib
 
 flags.DEFINE_float("eval_lease_timeout", 600.0, "With evaluation workers: seconds a worker may hold a "
-                   "trial unreported before it goes to another worker.")
+                   "trial unreported before it goes to another worker (> 0).", lower_bound=0.001)
 flags.DEFINE_float("eval_stop_grace", 30.0, "With evaluation workers: seconds the finished search keeps "
-                   "serving so that polling workers learn that it is over.")
+                   "serving so that polling workers learn that it is over (>= 0).", lower_bound=0)
 FLAGS = flags.FLAGS
 
 

@@ -37,21 +37,21 @@ _DEFAULT_FLAGFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath
 
 flags.DEFINE_string("search_result", None, "A search's search_result.json to take the architecture from.")
 flags.DEFINE_integer("pool_rank", None, "Train this member of the final pool (0: best) instead of the "
-                     "chosen architecture.")
+                     "chosen architecture (>= 0).")
 flags.DEFINE_string("arch", None, "An architecture: a compact string (01221020) or comma-separated ops.")
 flags.DEFINE_string("arch_file", None, "A JSON file with an architecture: a list of ops, or {\"arch\", "
                     "\"space\"?} such as a train_result.json.")
 flags.DEFINE_string("space", "macro", "Search space of --arch: small, large, macro, or a JSON spec file.")
-flags.DEFINE_float("width", 1.0, "Width multiplier of --space's channels.")
+flags.DEFINE_float("width", 1.0, "Width multiplier of --space's channels (> 0).")
 flags.DEFINE_string("work_dir", "runs/train", "Directory for checkpoints, the model and its results.")
 flags.DEFINE_boolean("overwrite", False, "Discard an existing training in --work_dir and start afresh.")
 flags.DEFINE_boolean("progress", True, "Show progress bars.")
-flags.DEFINE_integer("epochs", 300, "Training epochs.")
-flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch; 0 for one pass over the training split.")
-flags.DEFINE_integer("batch_size", 512, "Global batch size.")
-flags.DEFINE_integer("eval_batch_size", 256, "Global batch size of validation and test evaluation.")
-flags.DEFINE_float("mixup", 0.2, "MixUp alpha; 0 turns MixUp off.")
-flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing of the cross-entropy.")
+flags.DEFINE_integer("epochs", 300, "Training epochs (>= 1).")
+flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch; 0 for one pass over the training split (>= 0).")
+flags.DEFINE_integer("batch_size", 512, "Global batch size (>= 1).")
+flags.DEFINE_integer("eval_batch_size", 256, "Global batch size of validation and test evaluation (>= 1).")
+flags.DEFINE_float("mixup", 0.2, "MixUp alpha; 0 turns MixUp off (>= 0).")
+flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing of the cross-entropy (0 <= value < 1).")
 flags.DEFINE_boolean("se", True, "Squeeze-and-excitation at the end of each operator (--nose: off).")
 flags.DEFINE_string("init_from_supergraph", "", "A search work directory: start from its supergraph's "
                     "weights for this architecture (needs --nose) instead of from scratch.")
@@ -59,7 +59,7 @@ flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "one_device", "multi_work
                   "tf.distribute strategy.")
 flags.DEFINE_integer("collective_timeout_s", strategy_lib.COLLECTIVE_TIMEOUT_S,
                      "multi_worker: seconds a step waits for the other workers before the run stops "
-                     "(restart every task to resume).")
+                     "(restart every task to resume) (>= 1).", lower_bound=1)
 FLAGS = flags.FLAGS
 
 

@@ -1,4 +1,5 @@
-"""How binaries run: absl's app with user errors printed as one sentence and exit status 2.
+"""How binaries run: absl's app with user errors printed as one sentence and exit status 2, and Ctrl-C
+as one line on how to resume and exit status 130.
 
 `--verbose` (or PCNAS_VERBOSE=1) shows the traceback too. Defined here, with the binaries, so that
 importing a library module defines no flag.
@@ -13,6 +14,7 @@ from absl import flags
 from absl import logging
 
 from pcnas_tf import errors
+from pcnas_tf.train import epochs
 
 flags.DEFINE_boolean("verbose", False, "Show tracebacks of user errors.")
 
@@ -40,5 +42,12 @@ def run_main(main) -> None:
     except errors.UserError as error:
       report(error)
       sys.exit(2)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: say what was kept, no traceback
+      if os.environ.get("PCNAS_VERBOSE") == "1" or flags.FLAGS.verbose:
+        traceback.print_exception(interrupt)
+      print(f"\n{interrupt}" if isinstance(interrupt, epochs.Interrupted) else
+            "\nInterrupted. Run the same command again to resume from the last checkpoint.",
+            file=sys.stderr)
+      sys.exit(130)
 
   app.run(guarded)

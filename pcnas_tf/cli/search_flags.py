@@ -18,27 +18,27 @@ flags.DEFINE_string("work_dir", "runs/demo", "Directory for checkpoints and resu
 flags.DEFINE_boolean("overwrite", False, "Discard an existing search in --work_dir and start afresh.")
 flags.DEFINE_boolean("progress", True, "Show progress bars.")
 flags.DEFINE_string("space", "macro", "Search space: small, large, macro, or a JSON spec file.")
-flags.DEFINE_float("width", 1.0, "Width multiplier of the space's channels.")
-flags.DEFINE_integer("pool_size", 5, "P: partial models kept in the pool.")
-flags.DEFINE_integer("num_samples", 900, "S: completions sampled to estimate each potential.")
-flags.DEFINE_integer("warmup_epochs", 100, "Tw: epochs of uniform single-path warm-up.")
-flags.DEFINE_integer("interval_epochs", 5, "Ti: epochs trained between pool updates.")
-flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch; 0 for one pass over the training split.")
-flags.DEFINE_integer("batch_size", 512, "Global batch size of supergraph training.")
+flags.DEFINE_float("width", 1.0, "Width multiplier of the space's channels (> 0).")
+flags.DEFINE_integer("pool_size", 5, "P: partial models kept in the pool (>= 1).")
+flags.DEFINE_integer("num_samples", 900, "S: completions sampled to estimate each potential (>= 1).")
+flags.DEFINE_integer("warmup_epochs", 100, "Tw: epochs of uniform single-path warm-up (>= 0).")
+flags.DEFINE_integer("interval_epochs", 5, "Ti: epochs trained between pool updates (>= 0).")
+flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch; 0 for one pass over the training split (>= 0).")
+flags.DEFINE_integer("batch_size", 512, "Global batch size of supergraph training (>= 1).")
 flags.DEFINE_enum("constraint", "latency", ["latency", "flops", "params"], "The hard constraint.")
 flags.DEFINE_string("budget", "0.5", "Budget: a fraction of the space's [min, max] cost (0.5, 50%) "
                     "or an absolute value (12ms, 45e6).")
 flags.DEFINE_string("latency_backend", "tflite", "Latency backend: tflite, tf or tensorrt.")
-flags.DEFINE_integer("latency_batch", 16, "Batch size of latency measurements (paper: 16).")
+flags.DEFINE_integer("latency_batch", 16, "Batch size of latency measurements (paper: 16) (>= 1).")
 flags.DEFINE_string("latency_cache_dir", "~/.cache/pcnas_tf/latency",
                     "Where latency tables are cached, keyed by space, shape, backend and device.")
-flags.DEFINE_integer("calibration_archs", 40, "Whole networks timed to calibrate a new latency table.")
+flags.DEFINE_integer("calibration_archs", 40, "Whole networks timed to calibrate a new latency table (>= 0).")
 flags.DEFINE_enum("sampling", "exact", list(search_config.SAMPLING),
                   "exact: uniform among feasible completions; rejection: the paper's Algorithm 1.")
 flags.DEFINE_enum("bn_mode", "batch", ["batch", "moving"],
                   "BN statistics during potential evaluation: the evaluation batch's, or moving averages.")
-flags.DEFINE_integer("eval_batch_size", 256, "Images per validation mini-batch.")
-flags.DEFINE_integer("eval_batches", 8, "Fixed validation mini-batches shared by the completions.")
+flags.DEFINE_integer("eval_batch_size", 256, "Images per validation mini-batch (>= 1).")
+flags.DEFINE_integer("eval_batches", 8, "Fixed validation mini-batches shared by the completions (>= 1).")
 flags.DEFINE_boolean("reuse_prefix", True, "Reuse prefix activations in potential evaluation.")
 flags.DEFINE_enum("training", "pcnas", list(search_config.TRAINING),
                   "pcnas: shrink the space per interval; oneshot: uniform training, no shrinking.")
@@ -50,8 +50,8 @@ flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "one_device", "multi_work
                   "(machines listed in the TF_CONFIG environment variable).")
 flags.DEFINE_integer("collective_timeout_s", strategy_lib.COLLECTIVE_TIMEOUT_S,
                      "multi_worker: seconds a step waits for the other workers before the run stops "
-                     "(restart every task to resume).")
-flags.DEFINE_integer("checkpoint_every", 200, "Checkpoint every N training steps.")
+                     "(restart every task to resume) (>= 1).", lower_bound=1)
+flags.DEFINE_integer("checkpoint_every", 200, "Checkpoint every N training steps (>= 1).")
 FLAGS = flags.FLAGS
 FLAGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "flags")
 

@@ -14,6 +14,8 @@ import os
 import re
 from typing import Sequence
 
+import numpy as np
+
 from pcnas_tf.space import cost
 from pcnas_tf import errors
 from pcnas_tf.constraints import sampling
@@ -145,30 +147,35 @@ def check_budget(spec: str | float, kind: str) -> None:
 
 def _parse_budget(spec, kind, low, high) -> float:
   if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-    return _fraction(float(spec), spec, low, high)
+    return _fraction(float(spec), spec, kind, low, high)
   match = _BUDGET.match(str(spec))
   if not match:
     raise errors.UserError(_budget_help(spec, kind))
   number, suffix = float(match.group(1)), match.group(2).lower()
   if suffix == "%":
-    return _fraction(number / 100, spec, low, high)
-  if suffix == "" and number <= 1:
-    return _fraction(number, spec, low, high)
+    return _fraction(number / 100, spec, kind, low, high)
+  if suffix == "" and (number <= 1 or kind == "latency"):  # a latency needs its unit: 1.5 is a fraction
+    return _fraction(number, spec, kind, low, high)
   if suffix not in _SUFFIXES[kind]:
     raise errors.UserError(_budget_help(spec, kind))
   return number * _SUFFIXES[kind][suffix]
 
 
-def _fraction(fraction, spec, low, high) -> float:
+def _fraction(fraction, spec, kind, low, high) -> float:
   if not 0 <= fraction <= 1:
-    raise errors.UserError(f"Budget fraction {spec!r} must be between 0 and 1 (or 0% and 100%).")
+    raise errors.UserError(f"Budget {spec!r} is outside the fractions 0 to 1 (0% to 100%) of the "
+                           f"space's range; {_forms(kind)}.")
   return low + fraction * (high - low)
 
 
+def _forms(kind) -> str:
+  absolute = "'12ms'" if kind == "latency" else "'300M' or 300000000"
+  return (f"give a fraction between the space's min and max such as 0.4 or '40%', or an absolute value "
+          f"such as {absolute}")
+
+
 def _budget_help(spec, kind) -> str:
-  absolute = "e.g. '12ms'" if kind == "latency" else "e.g. '300M' or 300000000"
-  return (f"Cannot read {kind} budget {spec!r}; give an absolute value ({absolute}), a fraction "
-          f"between the space's min and max such as 0.4, or a percentage such as '40%'.")
+  return f"Cannot read {kind} budget {spec!r}; {_forms(kind)}."
 
 
 # The search's constraint: a budget resolved against the space, and completions of candidates ----------
@@ -206,6 +213,20 @@ class SearchConstraint:
     counts = cost.arch_cost(arch, self.space, self.input_shape, self.num_classes)
     return {prediction_key(self.kind): self.constraint.predict(arch), "params": counts.params,
             "flops": counts.flops}
+
+  def budget_meaning(self) -> str:
+    """One sentence on what the budget admits, for the user: all, only the cheapest, or how many."""
+    feasible, total = int(self.sampler.count()), int(np.prod([len(layer.choices)
+                                                                for layer in self.space.layers]))
+    budget = f"Budget {self.budget:.6g} {self.unit}"
+    if self.budget >= self.high:
+      return (f"{budget} is at or above the space's most expensive architecture ({self.high:.6g} "
+              f"{self.unit}): it admits all {total} paths, so the constraint does nothing.")
+    if feasible <= 1 or self.budget <= self.low:
+      return (f"{budget} admits only the space's cheapest architecture ({self.low:.6g} {self.unit}): "
+              f"the search has nothing to choose.")
+    return (f"{budget} admits {feasible} of {total} paths ({100 * feasible / total:.3g}%; the space "
+            f"spans {self.low:.6g} to {self.high:.6g} {self.unit}).")
 
   def summary(self):
     return {"kind": self.kind, "unit": self.unit, "prediction_key": prediction_key(self.kind),

@@ -34,6 +34,7 @@ from pcnas_tf.data import sources as data_sources
 from pcnas_tf.data import batches as batches_lib
 from pcnas_tf import errors
 from pcnas_tf.search import baselines as evolution
+from pcnas_tf.constraints import latency_table
 from pcnas_tf.constraints import sampling
 from pcnas_tf.search import oracle as oracle_lib
 from pcnas_tf.search import pool as pool_lib
@@ -135,7 +136,10 @@ class Search:
     loss, accuracy = epochs.run_epoch(
         step, epoch=self.epoch, total_epochs=self.total_epochs, steps=self.steps_per_epoch,
         batch_size=self.config.batch_size, work_dir=self.work_dir, start=self.step_in_epoch,
-        phase=phase, progress=self.progress, after_step=after_step)
+        phase=phase, progress=self.progress, after_step=after_step,
+        # One process saves on its own; in a cluster a checkpoint takes every task, so Ctrl-C on one
+        # stops it at once and the cluster resumes from its last checkpoint.
+        on_interrupt=None if self.multi_worker else lambda done: self._save())
     self._end_epoch(phase, loss, accuracy)
     self.timings["warmup_s" if interval is None else "train_s"] += time.time() - start
 
@@ -391,6 +395,10 @@ def load_checked(config: search_config.SearchConfig, space, progress=True):
   splits = data_sources.load(config.data, min_resolution=space.total_stride)
   search_config.check_splits(config, splits)
   constraint = constraint_lib.build(space, splits.image_shape, splits.num_classes, config, progress)
+  if progress:
+    if config.constraint == "latency" and config.calibration_archs == 0:
+      print(latency_table.UNCALIBRATED_NOTE, flush=True)
+    print(constraint.budget_meaning(), flush=True)
   return splits, constraint
 
 

@@ -59,6 +59,7 @@ class SearchConfig:
     errors.check_at_least(self.eval_batch_size, 1, "Evaluation batch size (--eval_batch_size)")
     errors.check_at_least(self.checkpoint_every, 1, "Checkpoint interval (--checkpoint_every)")
     errors.check_at_least(self.latency_batch, 1, "Latency batch (--latency_batch)")
+    errors.check_at_least(self.calibration_archs, 0, "Calibration networks (--calibration_archs)")
     errors.check_one_of(self.constraint, constraint_lib.KINDS, "Constraint")
     if self.constraint == "latency":
       errors.check_one_of(self.latency_backend, backends.BACKENDS, "Latency backend")

@@ -16,6 +16,7 @@
 """
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -28,6 +29,7 @@ from pcnas_tf.studies import ablation as ablation_lib
 from pcnas_tf import files
 from pcnas_tf import provenance
 from pcnas_tf.train import checkpoint
+from pcnas_tf.train import workdir
 from pcnas_tf.constraints import constraint as constraint_lib
 from pcnas_tf.data import sources as data_sources
 from pcnas_tf.data import batches as batches_lib
@@ -46,6 +48,19 @@ SOURCES = ("pool", "random")
 # after training; only its supergraph is used here.
 SUPERGRAPHS = (("pcnas", "pcnas", "pcnas"), ("oneshot", "oneshot", "ea"))
 STANDALONE_DIR = "standalone"
+
+
+# What a given search must share with the rank check's config: the space, the budget and the data (not
+# where this machine keeps the data).
+_SHARED = ("space", "width", "constraint", "budget", "latency_backend", "latency_batch",
+           "calibration_archs", "data")
+_MACHINE_LOCAL = ("data_dir", "idx_dir", "cache_bytes", "skip_corrupt")
+
+
+def _shared(config_json: dict) -> dict:
+  shared = json.loads(json.dumps({name: config_json.get(name) for name in _SHARED}))
+  shared["data"] = {k: v for k, v in (shared["data"] or {}).items() if k not in _MACHINE_LOCAL}
+  return shared
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +88,15 @@ class RankConfig:
       if path and not os.path.exists(os.path.join(path, search_lib.RESULT_FILE)):
         raise errors.UserError(f"{flag}={path} holds no {search_lib.RESULT_FILE}; give the work "
                                f"directory of a finished search, or leave {flag} empty to run one.")
+      if path:
+        result = files.read_json(os.path.join(path, search_lib.RESULT_FILE), "search result")
+        differences = workdir.config_differences(_shared(result.get("config") or {}),
+                                                 _shared(self.search.to_json()))
+        if differences:
+          raise errors.UserError(
+              f"{flag}={path} was searched with other settings than this rank check "
+              f"({'; '.join(differences[:3])}), so its supergraph would not share the other's budget "
+              f"and data; search again with these settings, or leave {flag} empty.")
     return self
 
   def to_json(self) -> dict:

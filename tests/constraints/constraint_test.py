@@ -1,5 +1,7 @@
 """Tests of predictions, ranges and budgets; tables are built as data, without TensorFlow."""
 
+import re
+
 import pytest
 
 from pcnas_tf.space import cost
@@ -63,6 +65,16 @@ def test_unreadable_budgets_are_user_errors(spec):
     latency.resolve_budget(spec)
 
 
+def test_a_fraction_above_one_has_one_wording_however_written():
+  latency = constraint.make_constraint("latency", SPACE, table=_table())
+  messages = []
+  for spec in ("1.5", "150%", 1.5):
+    with pytest.raises(errors.UserError) as raised:
+      latency.resolve_budget(spec)
+    messages.append(str(raised.value).replace(repr(spec), "SPEC"))
+  assert len(set(messages)) == 1 and "outside the fractions 0 to 1" in messages[0]
+
+
 def test_flops_constraint_matches_cost_module():
   flops = constraint.make_constraint("flops", SPACE, input_shape=(16, 16, 3), num_classes=10)
   arch = ("MBConv_3_3", "MBConv_6_5")
@@ -92,3 +104,14 @@ def test_partial_model_with_a_foreign_operator_is_a_user_error():
   latency = constraint.make_constraint("latency", SPACE, table=_table())
   with pytest.raises(errors.UserError, match="not allowed at layer 0"):
     latency.range(("MBConv_6_5",))
+
+
+@pytest.mark.parametrize("budget, words", [
+    ("999ms", r"is at or above the space's most expensive architecture \(6.5 ms\): it admits all 6 paths"),
+    (0, r"admits only the space's cheapest architecture \(1.25 ms\)"),
+    ("0.5", r"admits [2-5] of 6 paths"),
+])
+def test_the_budget_says_what_it_admits(budget, words):
+  search = constraint.SearchConstraint(constraint.make_constraint("latency", SPACE, table=_table()),
+                                       budget, (16, 16, 3), 10)
+  assert re.search(words, search.budget_meaning())

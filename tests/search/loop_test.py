@@ -164,7 +164,7 @@ def test_eval_worker_checks_its_copy_of_the_data_before_building_the_supergraph(
     ({"checkpoint_every": 0}, r"Checkpoint interval \(--checkpoint_every\) is 0; it must be at least 1"),
     ({"budget": "fast"}, r"Cannot read flops budget 'fast'"),
     ({"budget": "1.5ms"}, r"Cannot read flops budget '1.5ms'"),
-    ({"budget": "150%"}, r"Budget fraction '150%' must be between 0 and 1"),
+    ({"budget": "150%"}, r"Budget '150%' is outside the fractions 0 to 1 \(0% to 100%\) of the space's range"),
     ({"constraint": "energy"}, r"Constraint 'energy' is unknown; allowed: latency, flops, params"),
     ({"constraint": "latency", "latency_backend": "gpu"}, r"Latency backend 'gpu' is unknown"),
     ({"latency_batch": 0}, r"Latency batch \(--latency_batch\) is 0"),

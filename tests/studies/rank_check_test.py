@@ -99,6 +99,20 @@ def test_bad_input_is_refused_before_any_search_or_write(tmp_path, monkeypatch, 
   assert not (tmp_path / "run").exists()
 
 
+def test_a_given_search_of_other_settings_is_refused_naming_them(tmp_path):
+  config = rank_lib.RankConfig(testing.tiny_search_config(str(tmp_path)), num_archs=4)
+  other = dataclasses.replace(config.search, budget="0.4", data=dataclasses.replace(
+      config.search.data, resolution=16, data_dir="/elsewhere"))
+  for name, search in (("same", config.search), ("other", other)):
+    os.makedirs(tmp_path / name)
+    with open(tmp_path / name / rank_lib.search_lib.RESULT_FILE, "w") as f:
+      json.dump({"config": search.to_json()}, f)
+  dataclasses.replace(config, pcnas_dir=str(tmp_path / "same")).validate()  # data_dir may differ
+  with pytest.raises(errors.UserError, match=r"--oneshot_dir=.*other was searched with other settings "
+                     r"than this rank check \(budget was '0.4', now '0.6'; data.resolution was 16, now 8\)"):
+    dataclasses.replace(config, oneshot_dir=str(tmp_path / "other")).validate()
+
+
 @pytest.fixture(scope="module")
 def tiny_rank(tmp_path_factory):
   root = tmp_path_factory.mktemp("rank")
