@@ -185,7 +185,7 @@ def _read(path: str) -> dict:
 def build_table(space, config: backends_lib.BackendConfig, batch: int, resolution, output: str,
                 channels: int = 3, num_classes: int = 10, calibration_archs: int = 40, seed: int = 0,
                 backend: backends_lib.Backend | None = None, progress: bool = True,
-                reference=None) -> LatencyTable:
+                reference=None, output_flag: str = "--output") -> LatencyTable:
   """Measures and calibrates a table into `output`, resuming from it if it holds a matching build.
 
   Args:
@@ -208,6 +208,9 @@ def build_table(space, config: backends_lib.BackendConfig, batch: int, resolutio
                            calibration_archs, seed)
   state = _start_or_resume(output, metadata, space, calibration_archs, seed)
   if not state.get("complete"):
+    # Before the first timing: a table that cannot be saved would lose every group measured.
+    files.check_writable_dir(os.path.dirname(os.path.abspath(output)), "Latency table directory",
+                             output_flag)
     _measure_missing(state, space, backend, output, progress, reference)
     _finish(state, space)
     _write(output, state)
@@ -368,4 +371,4 @@ def get_or_build_table(cache_dir: str, space, backend: str | backends_lib.Backen
                            calibration_archs, seed)
   path = os.path.join(cache_dir, f"{space.name}_{config.name}_{cache_key(metadata)}.json")
   return build_table(space, config, batch, resolution, path, channels, num_classes, calibration_archs,
-                     seed, timer, progress)
+                     seed, timer, progress, output_flag="--latency_cache_dir")

@@ -185,6 +185,20 @@ def test_cache_reuses_a_matching_table(tmp_path):
   assert other.calls == first.calls and len(list(tmp_path.glob("*.json"))) == 2
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_an_unwritable_table_directory_is_refused_before_the_first_timing(tmp_path, cache):
+  (tmp_path / "file").write_text("")  # a file where the directory would be: as /proc/x, even for root
+  timer = FakeBackend()
+  flag = "--latency_cache_dir" if cache else "--output"
+  with pytest.raises(errors.UserError, match=f"Cannot create latency table directory .* is a file, not a directory; choose another {flag}"):
+    if cache:
+      table_lib.get_or_build_table(str(tmp_path / "file" / "cache"), SPACE, CONFIG, progress=False,
+                                   timer=timer, **SHAPE)
+    else:
+      _build(tmp_path / "file" / "t.json", backend=timer)
+  assert timer.calls == 0
+
+
 def test_batch_below_one_is_a_user_error(tmp_path):
   with pytest.raises(errors.UserError, match="Batch size 0 must be >= 1"):
     _build(tmp_path / "t.json", batch=0)
