@@ -190,7 +190,8 @@ def test_an_unwritable_table_directory_is_refused_before_the_first_timing(tmp_pa
   (tmp_path / "file").write_text("")  # a file where the directory would be: as /proc/x, even for root
   timer = FakeBackend()
   flag = "--latency_cache_dir" if cache else "--output"
-  with pytest.raises(errors.UserError, match=f"atency table directory .*(is a file, not a directory|exists and is not a directory); choose another {flag}"):
+  words = f"atency table directory .*(is a file, not a|exists and is not a) directory; choose another {flag}"
+  with pytest.raises(errors.UserError, match=words):
     if cache:
       table_lib.get_or_build_table(str(tmp_path / "file" / "cache"), SPACE, CONFIG, progress=False,
                                    timer=timer, **SHAPE)
