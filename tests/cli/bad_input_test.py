@@ -28,6 +28,7 @@ CASES = [
     ("train_main", ["--arch=01221020", "--label_smoothing=1"], "Label smoothing (--label_smoothing) is 1.0",
      2),
     ("build_latency_table_main", ["--batch=0"], "flag --batch=0: 0 is not", 1),
+    ("build_latency_table_main", ["--backend=bogus"], "flag --backend=bogus: value should be one of", 1),
     ("build_latency_table_main", ["--channels=2"], "flag --channels=2: value should be one of <1|3>", 1),
     ("ablation_main", ["--standalone_epochs=-1"], "(--standalone_epochs) is -1; it must be at least 0", 2),
     ("rank_check_main", ["--pcnas_dir=OUT"], "holds no search_result.json; give the work directory of a "
