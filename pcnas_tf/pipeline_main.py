@@ -36,7 +36,7 @@ flags.DEFINE_float("retrain_label_smoothing", _DEFAULTS.label_smoothing, "Retrai
 flags.DEFINE_boolean("retrain_se", _DEFAULTS.se, "Add squeeze-and-excitation when retraining (the "
                      "searched space has none, so the budget was met without it).")
 flags.DEFINE_integer("latency_runs", 40, "Timed runs of the exported LiteRT model, whose minimum counts "
-                     "(>= 1).", lower_bound=1)
+                     "(>= 1).")
 FLAGS = flags.FLAGS
 
 

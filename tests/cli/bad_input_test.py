@@ -37,7 +37,8 @@ CASES = [
      "use 0 <= shard < shards.", 2),
     ("ground_truth_main", ["--steps_per_epoch=0"], "(--steps_per_epoch) is 0; it must be at least 1", 2),
     ("pipeline_main", ["--retrain_learning_rate=-1"], "Learning rate (--retrain_learning_rate) is -1.0", 2),
-    ("pipeline_main", ["--latency_runs=0"], "flag --latency_runs=0: 0 is not", 1),
+    ("pipeline_main", ["--latency_runs=0"], "error: Latency runs (--latency_runs) is 0; it must be at least 1.",
+     2),
     ("eval_worker_main", ["--work_dir=OUT"], "error: KERASTUNER_ORACLE_IP is not set; a worker needs "
      "KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT of its chief.", 2),
     ("eval_worker_main", ["--poll_interval=0"], "flag --poll_interval=0: 0.0 is not number >= 0.001", 1),
