@@ -41,7 +41,7 @@ from pcnas_tf.studies import ground_truth
 from pcnas_tf.nn import model as model_lib
 from pcnas_tf.nn import ops
 
-TABLE = "benchmarks/ground_truth_fashion_mnist.json"
+TABLE = "benchmarks/ground_truth_fashion_mnist_900steps.json"
 NOT_MEASURED = ("pcnas_kendall", "oneshot_kendall", "pcnas_regret", "oneshot_ea_regret",
                 "oneshot_random_regret", "random_alone_regret", "max_flops_regret", "pcnas_regret_se")
 

@@ -310,8 +310,8 @@ def _finish(state, space) -> None:
   state["complete"] = True
 
 
-def _divide_ratio(timing: dict, factor: float) -> dict:
-  return {**timing, "ratio": timing["ratio"] / factor} if timing.get("ratio") else timing
+def _divide_ratio(measured: dict, factor: float) -> dict:
+  return {**measured, "ratio": measured["ratio"] / factor} if measured.get("ratio") else measured
 
 
 def stage_ids(space) -> list[int]:

@@ -37,7 +37,7 @@ class Schedule:
   ranking reflects the architecture.
   """
   epochs: int = 1
-  steps_per_epoch: int = 300
+  steps_per_epoch: int = 900
   batch_size: int = 128
   learning_rate: float = 0.1
   final_learning_rate: float = 1e-3
