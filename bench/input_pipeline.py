@@ -23,7 +23,7 @@ from pcnas_tf.cli import app
 from pcnas_tf import errors
 from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.distribute import strategy as strategy_lib
-from pcnas_tf.train import supergraph_trainer as trainer_lib
+from pcnas_tf.training import supergraph_trainer as trainer_lib
 
 
 def parse_args(argv=None) -> argparse.Namespace:

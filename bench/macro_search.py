@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from pcnas_tf.search import baselines as evolution
+from pcnas_tf.searcher import baselines as evolution
 from pcnas_tf.space import nasbench_macro
 from pcnas_tf.constraints import sampling
 

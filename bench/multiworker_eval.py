@@ -23,7 +23,7 @@ import os
 import tempfile
 import time
 
-from pcnas_tf.search import loop as search_lib
+from pcnas_tf.searcher import loop as search_lib
 from tests import helpers as testing
 
 

@@ -28,9 +28,9 @@ import tensorflow as tf
 from bench import supergraph_step
 from pcnas_tf.data import batches as batches_lib
 from pcnas_tf.nn import model as model_lib
-from pcnas_tf.search import oracle as oracle_lib
-from pcnas_tf.search import potential as potential_lib
-from pcnas_tf.search import loop as search_lib
+from pcnas_tf.searcher import oracle as oracle_lib
+from pcnas_tf.searcher import potential as potential_lib
+from pcnas_tf.searcher import loop as search_lib
 from pcnas_tf.cli import search_flags
 
 _DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags", "demo.cfg")

@@ -21,9 +21,9 @@ import keras
 import tensorflow as tf
 
 from pcnas_tf.nn import model as model_lib
-from pcnas_tf.search import pool as pool_lib
+from pcnas_tf.searcher import pool as pool_lib
 from pcnas_tf.space import search_space as space_lib
-from pcnas_tf.train import supergraph_trainer as trainer_lib
+from pcnas_tf.training import supergraph_trainer as trainer_lib
 
 
 def _standalone_steps(model, batch_size):

@@ -19,7 +19,7 @@ from export import export_errors
 from pcnas_tf import files
 from pcnas_tf.nn import ops  # pylint: disable=unused-import  (registers the layers for deserialisation)
 from pcnas_tf.space import search_space as space_lib
-from pcnas_tf.train import standalone as train_lib
+from pcnas_tf.training import standalone as train_lib
 
 SPEC_FILES = ("train_result.json", "search_result.json")  # Looked up next to the model, in this order.
 _LAYER_PREFIX = "layer_"

@@ -21,7 +21,7 @@ import dataclasses
 from absl import flags
 
 from pcnas_tf.cli import app
-from pcnas_tf.search import remote_eval
+from pcnas_tf.searcher import remote_eval
 
 flags.DEFINE_string("work_dir", None, "The search's work directory, shared with the chief.")
 flags.DEFINE_string("data_dir", None, "Where the search's data set is on this machine (default: the "

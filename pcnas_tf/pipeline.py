@@ -20,16 +20,16 @@ import time
 
 from pcnas_tf import files
 
-from pcnas_tf.train import workdir
+from pcnas_tf.training import workdir
 from pcnas_tf import errors
 from pcnas_tf.data import data_config
-from pcnas_tf.search import loop as search_lib
-from pcnas_tf.search import search_config
+from pcnas_tf.searcher import loop as search_lib
+from pcnas_tf.searcher import search_config
 from pcnas_tf.space import search_space as space_lib
-from pcnas_tf.train import standalone as train_lib
-from pcnas_tf.train import from_search
-from pcnas_tf.train import train_config
-from pcnas_tf.train import optimizer_config
+from pcnas_tf.training import standalone as train_lib
+from pcnas_tf.training import from_search
+from pcnas_tf.training import train_config
+from pcnas_tf.training import optimizer_config
 
 RESULT_FILE = "pipeline_result.json"
 RETRAIN_DIR = "retrain"

@@ -26,9 +26,9 @@ from absl import flags
 
 from pcnas_tf.distribute import cluster
 from pcnas_tf.cli import app
-from pcnas_tf.search import remote_eval
+from pcnas_tf.searcher import remote_eval
 from pcnas_tf.cli import search_flags
-from pcnas_tf.search import loop as search_lib
+from pcnas_tf.searcher import loop as search_lib
 
 flags.DEFINE_float("eval_lease_timeout", 600.0, "With evaluation workers: seconds a worker may hold a "
                    "trial unreported before it goes to another worker (> 0).", lower_bound=0.001)

@@ -27,9 +27,9 @@ from pcnas_tf.cli import optimizer_flags
 from pcnas_tf.cli import app
 from pcnas_tf import errors
 from pcnas_tf.space import search_space as space_lib
-from pcnas_tf.train import standalone as train_lib
-from pcnas_tf.train import from_search
-from pcnas_tf.train import train_config
+from pcnas_tf.training import standalone as train_lib
+from pcnas_tf.training import from_search
+from pcnas_tf.training import train_config
 from pcnas_tf.distribute import strategy as strategy_lib
 
 _DEFAULT_FLAGFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

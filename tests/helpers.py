@@ -55,7 +55,7 @@ def tiny_space():
 
 def tiny_search_config(root):
   """A search config under `root` that finishes in seconds: 3 mixops, 8x8 images, a few steps."""
-  from pcnas_tf.search import search_config  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  from pcnas_tf.searcher import search_config  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
   space_path = os.path.join(root, "tiny_space.json")
   with open(space_path, "w") as f:
     json.dump(tiny_space().to_json(), f)
@@ -100,8 +100,8 @@ if int(sys.argv[4]) > 1:
 from pcnas_tf.distribute import cluster
 from pcnas_tf.data import data_config
 from pcnas_tf import errors
-from pcnas_tf.search import loop as search_lib
-from pcnas_tf.search import search_config
+from pcnas_tf.searcher import loop as search_lib
+from pcnas_tf.searcher import search_config
 fields = json.loads(sys.argv[2])
 task = cluster.task_from_env() if os.environ.get(cluster.ENV) else cluster.Task()
 try:
@@ -197,9 +197,9 @@ def run_search_cluster(config, work_dir, log_dir, num_workers=2, kill_after_chec
 _CHIEF = """
 import json, sys
 from pcnas_tf.data import data_config
-from pcnas_tf.search import remote_eval
-from pcnas_tf.search import loop as search_lib
-from pcnas_tf.search import search_config
+from pcnas_tf.searcher import remote_eval
+from pcnas_tf.searcher import loop as search_lib
+from pcnas_tf.searcher import search_config
 fields = json.loads(sys.argv[2])
 serve = remote_eval.serve_settings_from_env(float(sys.argv[3]), stop_grace=5.0)
 search_lib.run_search(search_config.SearchConfig.from_json(fields), sys.argv[1], progress=False, serve=serve)

@@ -103,3 +103,13 @@ def test_library_code_reads_no_flags(package):
     if "from absl import flags" in source or "flags.FLAGS" in source:
       offenders.append(name)
   assert offenders == []
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_binary_is_named_like_a_sub_package(package):
+  """Bazel writes binary X of a package to bazel-bin/<package>/X, which hides a sub-package X/ in the
+  binary's runfiles (`bazel run //pcnas_tf:search` could not import pcnas_tf.search.*)."""
+  root = os.path.join(REPO, package)
+  binaries = {name[:-len("_main.py")] for name in os.listdir(root) if name.endswith("_main.py")}
+  packages = {name for name in os.listdir(root) if os.path.isdir(os.path.join(root, name))}
+  assert binaries & packages == set()

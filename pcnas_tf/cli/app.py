@@ -14,7 +14,7 @@ from absl import flags
 from absl import logging
 
 from pcnas_tf import errors
-from pcnas_tf.train import epochs
+from pcnas_tf.training import epochs
 
 flags.DEFINE_boolean("verbose", False, "Show tracebacks of user errors.")
 

@@ -2,7 +2,7 @@
 
 from absl import flags
 
-from pcnas_tf.train import optimizer_config
+from pcnas_tf.training import optimizer_config
 
 _DEFAULTS = optimizer_config.OptimizerConfig()
 flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Initial learning rate (cosine decay; > 0).")

@@ -11,7 +11,7 @@ from absl import flags
 
 from pcnas_tf.cli import data_flags
 from pcnas_tf.cli import optimizer_flags
-from pcnas_tf.search import search_config
+from pcnas_tf.searcher import search_config
 from pcnas_tf.distribute import strategy as strategy_lib
 
 flags.DEFINE_string("work_dir", "runs/demo", "Directory for checkpoints and results.")

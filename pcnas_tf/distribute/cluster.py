@@ -27,7 +27,7 @@ import numpy as np
 
 from pcnas_tf import files
 
-from pcnas_tf.train import workdir
+from pcnas_tf.training import workdir
 from pcnas_tf import errors
 
 ENV = "TF_CONFIG"

@@ -21,13 +21,13 @@ import os
 from pcnas_tf import files
 from pcnas_tf import provenance
 
-from pcnas_tf.train import checkpoint
+from pcnas_tf.training import checkpoint
 from pcnas_tf import errors
-from pcnas_tf.search import loop as search_lib
-from pcnas_tf.search import search_config
+from pcnas_tf.searcher import loop as search_lib
+from pcnas_tf.searcher import search_config
 from pcnas_tf.space import search_space as space_lib
-from pcnas_tf.train import standalone as train_lib
-from pcnas_tf.train import train_config
+from pcnas_tf.training import standalone as train_lib
+from pcnas_tf.training import train_config
 
 RESULT_FILE = "ablation_result.json"
 CONFIG_FILE = "ablation_config.json"

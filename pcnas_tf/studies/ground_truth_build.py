@@ -20,8 +20,8 @@ from pcnas_tf import errors
 from pcnas_tf.space import nasbench_macro
 from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.studies import ground_truth
-from pcnas_tf.train import optimizer_config
-from pcnas_tf.train import workdir
+from pcnas_tf.training import optimizer_config
+from pcnas_tf.training import workdir
 
 # A table built with other values of these measures something else: resuming into it is refused.
 IDENTITY_FIELDS = ("space", "width", "space_fingerprint", "data", "schedule", "draw_seed")
@@ -235,7 +235,7 @@ def _train_pending(path, config, state, train, progress, limit=None, on_network=
 
 def train_config(config: BuildConfig, key: str, seed: int):
   """The `train_config.TrainConfig` of one network of the table at one seed."""
-  from pcnas_tf.train import train_config as train_config_lib  # pylint: disable=g-import-not-at-top
+  from pcnas_tf.training import train_config as train_config_lib  # pylint: disable=g-import-not-at-top
   space = config.space
   schedule = config.schedule
   return train_config_lib.TrainConfig(
@@ -250,7 +250,7 @@ def train_alone(work_root: str) -> Callable:
   """A `train` for `build`: trains with `train_lib` in `work_root/<network>_s<seed>` (resumable there
   by its checkpoints), keeps the figures, and removes the directory."""
   def train(config: BuildConfig, key: str, seed: int) -> dict:
-    from pcnas_tf.train import standalone as train_lib  # pylint: disable=g-import-not-at-top
+    from pcnas_tf.training import standalone as train_lib  # pylint: disable=g-import-not-at-top
     work_dir = os.path.join(work_root, f"{key}_s{seed}")
     result = train_lib.run_training(train_config(config, key, seed), work_dir, progress=False)
     shutil.rmtree(work_dir, ignore_errors=True)

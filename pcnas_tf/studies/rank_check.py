@@ -28,16 +28,16 @@ import scipy.stats
 from pcnas_tf.studies import ablation as ablation_lib
 from pcnas_tf import files
 from pcnas_tf import provenance
-from pcnas_tf.train import checkpoint
-from pcnas_tf.train import workdir
+from pcnas_tf.training import checkpoint
+from pcnas_tf.training import workdir
 from pcnas_tf.constraints import constraint as constraint_lib
 from pcnas_tf.data import sources as data_sources
 from pcnas_tf.data import batches as batches_lib
 from pcnas_tf import errors
-from pcnas_tf.search import baselines as evolution
-from pcnas_tf.search import potential as potential_lib
-from pcnas_tf.search import loop as search_lib
-from pcnas_tf.search import search_config
+from pcnas_tf.searcher import baselines as evolution
+from pcnas_tf.searcher import potential as potential_lib
+from pcnas_tf.searcher import loop as search_lib
+from pcnas_tf.searcher import search_config
 from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.nn import supergraph as supergraph_lib
 

@@ -11,7 +11,7 @@ _MAIN = """
 import sys
 from pcnas_tf import errors
 from pcnas_tf.cli import app
-from pcnas_tf.train import epochs
+from pcnas_tf.training import epochs
 raised = {"user": errors.UserError("Pool size P (--pool_size) is 0; it must be at least 1."),
           "ctrl_c": KeyboardInterrupt(), "saved": epochs.Interrupted("Interrupted at step 3; resume.")}
 def main(argv):

@@ -55,8 +55,8 @@ def test_missing_or_malformed_tf_config_is_one_clear_sentence(environ, message):
 
 
 def test_multi_worker_search_without_tf_config_is_refused(tmp_path, monkeypatch):
-  from pcnas_tf.search import loop as search_lib  # pylint: disable=g-import-not-at-top
-  from pcnas_tf.search import search_config  # pylint: disable=g-import-not-at-top
+  from pcnas_tf.searcher import loop as search_lib  # pylint: disable=g-import-not-at-top
+  from pcnas_tf.searcher import search_config  # pylint: disable=g-import-not-at-top
   monkeypatch.delenv(cluster.ENV, raising=False)
   config = dataclasses.replace(search_config.SearchConfig(), strategy="multi_worker")
   with pytest.raises(cluster.ClusterError, match="--strategy=multi_worker needs the TF_CONFIG"):

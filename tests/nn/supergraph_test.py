@@ -8,7 +8,7 @@ from pcnas_tf.nn import mixop as mixop_lib
 from pcnas_tf.nn import model as model_lib
 from pcnas_tf.nn import ops
 from pcnas_tf.space import search_space as space_lib
-from pcnas_tf.train import supergraph_trainer as trainer_lib
+from pcnas_tf.training import supergraph_trainer as trainer_lib
 
 SPACE = space_lib.macro_space(0.125)
 SHAPE = (8, 8, 3)
@@ -161,7 +161,7 @@ import numpy as np, tensorflow as tf, keras
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from pcnas_tf.space import search_space as space_lib
-from pcnas_tf.train import supergraph_trainer as trainer_lib
+from pcnas_tf.training import supergraph_trainer as trainer_lib
 space = space_lib.macro_space(0.125)
 # Each global batch of 8 is two copies of 4 images, so per-replica BN statistics equal the global ones
 # and the two-replica run must compute what one device computes.

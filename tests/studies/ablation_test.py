@@ -9,10 +9,10 @@ import sys
 import pytest
 
 from pcnas_tf.studies import ablation as ablation_lib
-from pcnas_tf.train import checkpoint
-from pcnas_tf.train import optimizer_config
+from pcnas_tf.training import checkpoint
+from pcnas_tf.training import optimizer_config
 from pcnas_tf import errors
-from pcnas_tf.search import loop as search_lib
+from pcnas_tf.searcher import loop as search_lib
 from tests import helpers as testing
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

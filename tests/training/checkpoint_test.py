@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from pcnas_tf.distribute import strategy as strategy_lib
 from pcnas_tf.space import search_space as space_lib
-from pcnas_tf.train import checkpoint
-from pcnas_tf.train import supergraph_trainer as trainer_lib
+from pcnas_tf.training import checkpoint
+from pcnas_tf.training import supergraph_trainer as trainer_lib
 
 
 def _trainer(space):

@@ -31,7 +31,7 @@ import keras_tuner
 from keras_tuner.src.engine import oracle as oracle_module
 from keras_tuner.src.engine import trial as trial_module
 
-from pcnas_tf.search import pool as pool_lib
+from pcnas_tf.searcher import pool as pool_lib
 
 EXTEND = "extend"
 COMPLETIONS = "completions"

@@ -8,7 +8,7 @@ path is a plain tensor argument, identical on every replica, so the steps are tr
 import keras
 import tensorflow as tf
 
-from pcnas_tf.train import path_optimizer as optimizer_lib
+from pcnas_tf.training import path_optimizer as optimizer_lib
 from pcnas_tf.nn import supergraph as supergraph_lib
 
 class SupergraphTrainer:

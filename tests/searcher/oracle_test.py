@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from pcnas_tf.search import oracle as oracle_lib
+from pcnas_tf.searcher import oracle as oracle_lib
 
 NUM_CHOICES = (3, 2, 3)
 

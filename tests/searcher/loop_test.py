@@ -11,16 +11,16 @@ import time
 
 import pytest
 
-from pcnas_tf.train import workdir
+from pcnas_tf.training import workdir
 
-from pcnas_tf.train import checkpoint
+from pcnas_tf.training import checkpoint
 from pcnas_tf import errors
-from pcnas_tf.search import baselines as evolution
-from pcnas_tf.search import loop as search_lib
+from pcnas_tf.searcher import baselines as evolution
+from pcnas_tf.searcher import loop as search_lib
 from tests import helpers as testing
-from pcnas_tf.train import epochs
-from pcnas_tf.train import optimizer_config
-from pcnas_tf.train import supergraph_trainer as trainer_lib
+from pcnas_tf.training import epochs
+from pcnas_tf.training import optimizer_config
+from pcnas_tf.training import supergraph_trainer as trainer_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -151,7 +151,7 @@ def test_rejected_overwrite_keeps_the_earlier_search(tiny_config, tmp_path, no_c
 
 def test_eval_worker_checks_its_copy_of_the_data_before_building_the_supergraph(tiny_config,
                                                                                monkeypatch):
-  from pcnas_tf.search import remote_eval  # pylint: disable=g-import-not-at-top
+  from pcnas_tf.searcher import remote_eval  # pylint: disable=g-import-not-at-top
   from pcnas_tf.nn import supergraph as supergraph_lib  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(supergraph_lib, "Supergraph", lambda *a, **k: pytest.fail("built"))
   data = dataclasses.replace(tiny_config.data, validation=40)  # this machine's data: fewer images
@@ -235,8 +235,8 @@ def test_cli_bad_flag_exits_non_zero_with_one_line(tmp_path):
 _RUNNER = textwrap.dedent('''
     import json, sys
 
-    from pcnas_tf.search import loop as search_lib
-    from pcnas_tf.search import search_config
+    from pcnas_tf.searcher import loop as search_lib
+    from pcnas_tf.searcher import search_config
     fields = json.loads(sys.argv[2])
     search_lib.run_search(search_config.SearchConfig.from_json(fields), sys.argv[1], progress=False)
 ''')

@@ -16,9 +16,9 @@ import grpc
 import pytest
 
 from pcnas_tf import errors
-from pcnas_tf.search import oracle as oracle_lib
-from pcnas_tf.search import remote_eval
-from pcnas_tf.search import loop as search_lib
+from pcnas_tf.searcher import oracle as oracle_lib
+from pcnas_tf.searcher import remote_eval
+from pcnas_tf.searcher import loop as search_lib
 from tests import helpers as testing
 
 NUM_CHOICES = (3, 2, 3)

@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from pcnas_tf.train import epochs
+from pcnas_tf.training import epochs
 
 
 def _steps(losses, correct=2):

@@ -37,10 +37,10 @@ from keras_tuner.src.distribute import oracle_chief
 from keras_tuner.src.distribute import oracle_client
 from keras_tuner.src.distribute import utils as dist_utils
 
-from pcnas_tf.train import checkpoint
+from pcnas_tf.training import checkpoint
 from pcnas_tf import errors
 from pcnas_tf import files
-from pcnas_tf.search import oracle as oracle_lib
+from pcnas_tf.searcher import oracle as oracle_lib
 
 WEIGHTS_DIR = "eval_weights"
 CHIEF = "chief"
@@ -288,8 +288,8 @@ def worker_evaluator(config):
   """A worker's `PotentialEvaluator`: the search's supergraph (weights loaded per interval) and batches."""
   # pylint: disable=g-import-not-at-top  (TensorFlow: imported by the worker only when it has a trial)
   from pcnas_tf.data import sources as data_sources
-  from pcnas_tf.search import potential as potential_lib
-  from pcnas_tf.search import search_config
+  from pcnas_tf.searcher import potential as potential_lib
+  from pcnas_tf.searcher import search_config
   from pcnas_tf.space import search_space as space_lib
   from pcnas_tf.nn import supergraph as supergraph_lib
   import keras
@@ -305,7 +305,7 @@ def worker_evaluator(config):
 
 def read_config(work_dir):
   """The `SearchConfig` the chief wrote to `work_dir`/config.json."""
-  from pcnas_tf.search import search_config  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  from pcnas_tf.searcher import search_config  # pylint: disable=g-import-not-at-top  (TensorFlow)
   path = os.path.join(work_dir, "config.json")
   if not os.path.exists(path):
     raise errors.UserError(f"{path!r} does not exist; --work_dir must be the chief's work directory, "

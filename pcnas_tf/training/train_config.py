@@ -7,8 +7,8 @@ from pcnas_tf import errors
 from pcnas_tf.data import data_config
 from pcnas_tf.distribute import strategy as strategy_lib
 from pcnas_tf.space import search_space as space_lib
-from pcnas_tf.train import from_search
-from pcnas_tf.train import optimizer_config
+from pcnas_tf.training import from_search
+from pcnas_tf.training import optimizer_config
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,8 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-from pcnas_tf.search import pool as pool_lib
-from pcnas_tf.search import potential as potential_lib
+from pcnas_tf.searcher import pool as pool_lib
+from pcnas_tf.searcher import potential as potential_lib
 from pcnas_tf.nn import supergraph as supergraph_lib
 from tests import helpers as testing
 

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from pcnas_tf import errors
-from pcnas_tf.search import baselines as evolution
+from pcnas_tf.searcher import baselines as evolution
 from pcnas_tf.constraints import sampling
 
 # 5 mixops x 3 operators; costs in FLOP-like integers, scores separable so the optimum is known.

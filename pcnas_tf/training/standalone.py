@@ -30,9 +30,9 @@ import tensorflow as tf
 from pcnas_tf import files
 from pcnas_tf import provenance
 
-from pcnas_tf.train import workdir
+from pcnas_tf.training import workdir
 
-from pcnas_tf.train import checkpoint
+from pcnas_tf.training import checkpoint
 from pcnas_tf.distribute import cluster as cluster_lib
 from pcnas_tf.space import cost
 from pcnas_tf.data import data_config
@@ -41,9 +41,9 @@ from pcnas_tf.data import batches as batches_lib
 from pcnas_tf import errors
 from pcnas_tf.nn import model as model_lib
 from pcnas_tf.distribute import strategy as strategy_lib
-from pcnas_tf.train import epochs
-from pcnas_tf.train import from_search
-from pcnas_tf.train import train_config
+from pcnas_tf.training import epochs
+from pcnas_tf.training import from_search
+from pcnas_tf.training import train_config
 
 RESULT_FILE = "train_result.json"
 MODEL_FILE = "model.keras"

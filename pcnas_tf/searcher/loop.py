@@ -25,27 +25,27 @@ import tqdm
 from pcnas_tf import files
 from pcnas_tf import provenance
 
-from pcnas_tf.train import workdir
+from pcnas_tf.training import workdir
 
-from pcnas_tf.train import checkpoint
+from pcnas_tf.training import checkpoint
 from pcnas_tf.distribute import cluster as cluster_lib
 from pcnas_tf.constraints import constraint as constraint_lib
 from pcnas_tf.data import sources as data_sources
 from pcnas_tf.data import batches as batches_lib
 from pcnas_tf import errors
-from pcnas_tf.search import baselines as evolution
+from pcnas_tf.searcher import baselines as evolution
 from pcnas_tf.constraints import latency_table
 from pcnas_tf.constraints import sampling
-from pcnas_tf.search import oracle as oracle_lib
-from pcnas_tf.search import pool as pool_lib
-from pcnas_tf.search import potential as potential_lib
-from pcnas_tf.search import remote_eval
-from pcnas_tf.search import report
-from pcnas_tf.search import search_config
+from pcnas_tf.searcher import oracle as oracle_lib
+from pcnas_tf.searcher import pool as pool_lib
+from pcnas_tf.searcher import potential as potential_lib
+from pcnas_tf.searcher import remote_eval
+from pcnas_tf.searcher import report
+from pcnas_tf.searcher import search_config
 from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.distribute import strategy as strategy_lib
-from pcnas_tf.train import epochs
-from pcnas_tf.train import supergraph_trainer as trainer_lib
+from pcnas_tf.training import epochs
+from pcnas_tf.training import supergraph_trainer as trainer_lib
 
 RESULT_FILE = "search_result.json"
 class Search:

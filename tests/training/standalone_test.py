@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pcnas_tf.train import checkpoint
-from pcnas_tf.train import optimizer_config
+from pcnas_tf.training import checkpoint
+from pcnas_tf.training import optimizer_config
 from pcnas_tf import errors
 from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.nn import supergraph as supergraph_lib
 from tests import helpers as testing
-from pcnas_tf.train import standalone as train_lib
-from pcnas_tf.train import from_search
-from pcnas_tf.train import train_config
+from pcnas_tf.training import standalone as train_lib
+from pcnas_tf.training import from_search
+from pcnas_tf.training import train_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPACE = testing.tiny_space()

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from pcnas_tf import errors
-from pcnas_tf.search import pool
+from pcnas_tf.searcher import pool
 from pcnas_tf.constraints import sampling
 
 Path = sampling.Path

@@ -8,9 +8,9 @@ from pcnas_tf.constraints import constraint as constraint_lib
 from pcnas_tf.data import data_config
 from pcnas_tf.data import batches as batches_lib
 from pcnas_tf.distribute import strategy as strategy_lib
-from pcnas_tf.search import potential as potential_lib
+from pcnas_tf.searcher import potential as potential_lib
 from pcnas_tf.space import search_space as space_lib
-from pcnas_tf.train import optimizer_config
+from pcnas_tf.training import optimizer_config
 
 SAMPLING = ("exact", "rejection")
 TRAINING = ("pcnas", "oneshot")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pcnas_tf import errors
-from pcnas_tf.search import pool
+from pcnas_tf.searcher import pool
 from pcnas_tf.constraints import sampling
 
 NUM_CHOICES = (3, 2, 3, 3)

@@ -11,7 +11,7 @@ from pcnas_tf import files
 from pcnas_tf.nn import model as model_lib
 from pcnas_tf.nn import supergraph as supergraph_lib
 from pcnas_tf.space import search_space as space_lib
-from pcnas_tf.train import checkpoint
+from pcnas_tf.training import checkpoint
 
 
 def read_search_result(path: str) -> dict:
