@@ -77,9 +77,17 @@ class SearchConfig:
 
   @classmethod
   def from_json(cls, fields: dict) -> "SearchConfig":
-    """The config `to_json` wrote (a work directory's config.json, a result's "config")."""
-    return cls(**{**fields, "data": data_config.DataConfig(**fields["data"]),
-                  "optimizer": optimizer_config.OptimizerConfig(**fields["optimizer"])})
+    """The config `to_json` wrote (a work directory's config.json, a result's "config").
+
+    Raises:
+      UserError: for a config of another pcnas_tf version (other or missing fields).
+    """
+    try:
+      return cls(**{**fields, "data": data_config.DataConfig(**fields["data"]),
+                    "optimizer": optimizer_config.OptimizerConfig(**fields["optimizer"])})
+    except (KeyError, TypeError) as error:
+      raise errors.UserError(f"This search config was written by another pcnas_tf version ({error!r} "
+                             f"does not fit); run the search again with this version.") from error
 
 
 def check_splits(config: SearchConfig, splits: data_config.Splits) -> None:

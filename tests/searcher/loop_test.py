@@ -17,6 +17,7 @@ from pcnas_tf.training import checkpoint
 from pcnas_tf import errors
 from pcnas_tf.searcher import baselines as evolution
 from pcnas_tf.searcher import loop as search_lib
+from pcnas_tf.searcher import search_config
 from tests import helpers as testing
 from pcnas_tf.training import epochs
 from pcnas_tf.training import optimizer_config
@@ -272,3 +273,11 @@ def test_search_killed_in_warmup_training_and_evaluation_resumes_to_the_same_poo
   # Compared as JSON text: potentials of infeasible candidates are NaN, and NaN != NaN.
   assert json.dumps(resumed["intervals"], sort_keys=True) == json.dumps(
       json.loads(json.dumps(reference["intervals"])), sort_keys=True)
+
+
+def test_a_config_of_another_version_is_refused_in_one_sentence(tiny_config):
+  fields = tiny_config.to_json()
+  assert search_config.SearchConfig.from_json(fields) == tiny_config
+  old = {k: v for k, v in fields.items() if k != "optimizer"} | {"learning_rate": 0.1}
+  with pytest.raises(errors.UserError, match="written by another pcnas_tf version"):
+    search_config.SearchConfig.from_json(old)
