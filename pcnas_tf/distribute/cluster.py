@@ -124,7 +124,7 @@ def lost_workers_reported(work_dir: str, task: Task):
   """Turns the collectives' failure when a task dies into one sentence saying how to resume.
 
   When a task dies, the others fail at their next collective: at once when its connection resets, or
-  after the collective timeout (`trainer.make_strategy`). MultiWorkerMirroredStrategy cannot continue
+  after the collective timeout (`strategy.make_strategy`). MultiWorkerMirroredStrategy cannot continue
   with fewer tasks, so the whole cluster stops and is started again; it resumes from the newest
   checkpoint in the shared work directory.
   """

@@ -387,7 +387,7 @@ class Search:
 def load_checked(config: search_config.SearchConfig, space, progress=True):
   """(data splits, `constraint.SearchConstraint`) of a search, after every check that needs them.
 
-  In this order, cheapest first: the resolution against the space's total stride (`data.load`), the
+  In this order, cheapest first: the resolution against the space's total stride (`sources.load`), the
   data sizes against the batch sizes (`check_splits`), then the budget against the costs, for which a
   latency constraint builds its table (or reads it from the cache). Nothing is trained or written to
   the work directory.

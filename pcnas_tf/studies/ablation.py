@@ -10,7 +10,7 @@ sub work directories, then trains each row's chosen architecture alone with the 
   oneshot   ea       oneshot_ea/      uniform single-path supergraph, evolution (P = 5, same images)
 
 The two One-Shot rows share one supergraph training (see `share_oneshot_training`). Each row's
-stand-alone training runs in `<row>/standalone/` through `train_lib.run_training`, without SE, MixUp or
+stand-alone training runs in `<row>/standalone/` through `standalone.run_training`, without SE, MixUp or
 label smoothing, so the network trained alone is the one the supergraph scored. Everything resumes: a
 finished search or training is read back, an interrupted one continues from its checkpoint.
 """

@@ -247,7 +247,7 @@ def train_config(config: BuildConfig, key: str, seed: int):
 
 
 def train_alone(work_root: str) -> Callable:
-  """A `train` for `build`: trains with `train_lib` in `work_root/<network>_s<seed>` (resumable there
+  """A `train` for `build`: trains with `standalone.run_training` in `work_root/<network>_s<seed>` (resumable there
   by its checkpoints), keeps the figures, and removes the directory."""
   def train(config: BuildConfig, key: str, seed: int) -> dict:
     from pcnas_tf.training import standalone as train_lib  # pylint: disable=g-import-not-at-top

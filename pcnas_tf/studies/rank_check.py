@@ -7,7 +7,7 @@
   2. K distinct feasible architectures: by default the candidates of the PC-NAS search's final pool (its
      last interval's full paths, then one-mixop mutations of final-pool members if K needs more), as the
      paper does; or uniform feasible ones from the search's constraint sampler.
-  3. Each trained alone for a fixed short budget (`ablation_lib.train_alone`); its test top-1.
+  3. Each trained alone for a fixed short budget (`ablation.train_alone`); its test top-1.
   4. Each scored in both supergraphs with inherited weights, by `PotentialEvaluator` on the search's K
      fixed validation batches: the mean accuracy over the batches, in both BN modes (the search's is the
      headline, the other shows the effect of the BN choice on the ranking).

@@ -51,10 +51,10 @@ CONFIG_FILE = workdir.CONFIG_FILE
 CHECKPOINT_DIR = "checkpoints"
 TOP_K = 5
 # Per-epoch data seeds are seed + stride * epoch: the stride exceeds any count of replicas, whose id
-# `data.train_pipeline` adds to the seed, so no two (epoch, replica) pairs share a seed.
+# `batches.train_pipeline` adds to the seed, so no two (epoch, replica) pairs share a seed.
 _EPOCH_SEED_STRIDE = 10_000
 _OUTPUTS = (CHECKPOINT_DIR, "tensorboard", CONFIG_FILE, RESULT_FILE, MODEL_FILE)
-# L2 regularisation covers convolution and dense kernels, as in `optimizer.PathSGD`.
+# L2 regularisation covers convolution and dense kernels, as in `path_optimizer.PathSGD`.
 _DECAYED_WEIGHTS = ("kernel", "depthwise_kernel")
 MODEL, OPTIMIZER = "model/", "optimizer/"  # names of a training checkpoint's arrays
 
