@@ -13,6 +13,9 @@ DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST = "fashion_mnist"
 IMAGE_FOLDER = "image_folder"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# Fields that say where this machine keeps the data, not which data: two runs that differ only in these
+# used the same images (compared by the rank check and the ground-truth tables).
+MACHINE_LOCAL = ("data_dir", "idx_dir", "cache_bytes", "skip_corrupt")
 TEST_SPLITS = ("test", "validation", "val")  # The first one present is the split reported at the end.
 
 

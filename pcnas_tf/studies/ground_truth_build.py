@@ -106,7 +106,7 @@ def draw_networks(space, count: int, seed: int) -> list[str]:
 
 def _identity(config: BuildConfig) -> dict:
   data = dataclasses.asdict(config.data)
-  for machine_local in ("data_dir", "idx_dir", "cache_bytes", "skip_corrupt"):
+  for machine_local in data_config.MACHINE_LOCAL:
     data.pop(machine_local)
   return {"space": "macro", "width": config.width, "space_fingerprint": config.space.fingerprint(),
           "data": data, "schedule": dataclasses.asdict(config.schedule), "draw_seed": config.draw_seed}
@@ -204,12 +204,8 @@ def _locked(path: str):
 
 def _check_writable(path: str) -> None:
   directory = os.path.dirname(os.path.abspath(path))
-  try:
-    os.makedirs(directory, exist_ok=True)
-  except OSError as error:
-    raise ground_truth.GroundTruthError(f"Cannot create {directory!r} for the table: {error.strerror}.") from error
-  if not os.access(directory, os.W_OK):
-    raise ground_truth.GroundTruthError(f"Cannot write the table into {directory!r}: permission denied.")
+  files.check_writable_dir(directory, "Ground-truth table directory", "--output")
+  files.make_dir(directory, "Ground-truth table directory")
 
 
 def _train_pending(path, config, state, train, progress, limit=None, on_network=None, shard=0,

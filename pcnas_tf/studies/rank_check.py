@@ -31,6 +31,7 @@ from pcnas_tf import provenance
 from pcnas_tf.training import checkpoint
 from pcnas_tf.training import workdir
 from pcnas_tf.constraints import constraint as constraint_lib
+from pcnas_tf.data import data_config
 from pcnas_tf.data import sources as data_sources
 from pcnas_tf.data import batches as batches_lib
 from pcnas_tf import errors
@@ -51,15 +52,14 @@ STANDALONE_DIR = "standalone"
 
 
 # What a given search must share with the rank check's config: the space, the budget and the data (not
-# where this machine keeps the data).
+# where this machine keeps it, `data_config.MACHINE_LOCAL`).
 _SHARED = ("space", "width", "constraint", "budget", "latency_backend", "latency_batch",
            "calibration_archs", "data")
-_MACHINE_LOCAL = ("data_dir", "idx_dir", "cache_bytes", "skip_corrupt")
 
 
 def _shared(config_json: dict) -> dict:
   shared = json.loads(json.dumps({name: config_json.get(name) for name in _SHARED}))
-  shared["data"] = {k: v for k, v in (shared["data"] or {}).items() if k not in _MACHINE_LOCAL}
+  shared["data"] = {k: v for k, v in (shared["data"] or {}).items() if k not in data_config.MACHINE_LOCAL}
   return shared
 
 
