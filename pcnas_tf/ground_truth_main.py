@@ -30,15 +30,15 @@ from pcnas_tf.studies import ground_truth_build
 _DEFAULT_FLAGFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                  "flags", "ground_truth.cfg")
 
-flags.DEFINE_string("output", "benchmarks/ground_truth_fashion_mnist_900steps.json", "The table's JSON file.")
-flags.DEFINE_string("work_root", "runs/ground_truth_900", "Scratch directory of the training in progress.")
+flags.DEFINE_string("output", "benchmarks/ground_truth_fashion_mnist_14px.json", "The table's JSON file.")
+flags.DEFINE_string("work_root", "runs/ground_truth_14px", "Scratch directory of the training in progress.")
 flags.DEFINE_float("width", 0.25, "Width multiplier of the macro space (> 0).")
 flags.DEFINE_integer("networks", 200, "Distinct networks drawn uniformly (>= 1).", lower_bound=1)
 flags.DEFINE_integer("second_seed_every", 4, "Every k-th drawn network is trained with a second seed "
                      "too (0: none); these come first (>= 0).", lower_bound=0)
 flags.DEFINE_integer("draw_seed", 0, "Seed of the draw of networks (>= 0).", lower_bound=0)
 flags.DEFINE_integer("epochs", 1, "Training epochs per network (>= 1).")
-flags.DEFINE_integer("steps_per_epoch", 900, "Steps per epoch (>= 1).")
+flags.DEFINE_integer("steps_per_epoch", 2700, "Steps per epoch (>= 1).")
 flags.DEFINE_integer("batch_size", 128, "Batch size (>= 1).")
 flags.DEFINE_integer("eval_batch_size", 500, "Batch size of validation and test evaluation (>= 1).")
 flags.DEFINE_integer("limit", None, "Stop after this many trainings (>= 1; the build resumes later).",
