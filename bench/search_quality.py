@@ -1,10 +1,17 @@
-r"""How well do cheap estimates rank networks? Free and zero-cost proxies against a ground truth.
+r"""Does the search work? PC-NAS, One-Shot (EA, random search), random networks trained alone, the
+most-FLOPs network and free proxies, judged on a ground-truth table (`studies/search_quality.py`).
 
-  python -m bench.search_quality                                   # the Fashion-MNIST table
-  python -m bench.search_quality --table=nasbench_macro --sample=200
-  python -m bench.search_quality --quick
+  python -m bench.search_quality                       # the whole study on the Fashion-MNIST table
+  python -m bench.search_quality --quick               # one seed, one budget (0.5), half the steps
+  python -m bench.search_quality --proxies_only        # the free proxies alone (minutes)
+  python -m bench.search_quality --table=nasbench_macro --sample=200 --proxies_only
 
-For every network of the table (or a seeded sample of it), against its ground-truth test accuracy:
+Ranking, against the table's test top-1 over every network it holds (the proxies and One-Shot) or over
+the candidates of PC-NAS' last interval (its potentials): Kendall tau, Spearman, Kendall tau within the
+truth's top 10%, top-10 overlap, for
+  oneshot, oneshot_moving  the One-Shot supergraph's accuracy on the search's validation batches, BN
+                  statistics of the batch / moving averages (mean over seeds);
+  pcnas           PC-NAS' potentials of its last interval's candidates (mean over seeds);
   flops, params   the network's cost (from the table);
   depth           its non-Identity layers;
   synflow         Tanaka et al. 2020 at initialisation: all weights made positive, an all-ones input,
@@ -12,15 +19,14 @@ For every network of the table (or a seeded sample of it), against its ground-tr
   naswot          Mellor et al. 2021 at initialisation: the log-determinant of the Hamming-similarity
                   kernel of the ReLU codes of one batch of validation images (every activation of the
                   network, recorded through `ops.activate`).
-Each is reported with Kendall tau, Spearman, Kendall tau within the top 10% of the ground truth, and
-the overlap of the top 10. The table's own seed-to-seed agreement (`noise_ceiling`) bounds what any
-estimate can reach.
+The table's own seed-to-seed agreement (`noise_ceiling`) bounds what any estimate can reach.
 
-What this does not yet measure (the issue's full study): the supergraph estimates (One-Shot accuracy
-over the table's networks, PC-NAS potentials) and the searches under latency budgets; their keys are
-in the JSON line as null, and `not_measured` lists them.
-
-Ends with one JSON line.
+Search, under latency budgets of 25%, 50% and 75% of the space's range (the searches' own LiteRT
+latency table): regret (the best feasible network of the table minus the chosen one, test top-1 points)
+and `top_percent` (the share of feasible networks that beat the chosen one), mean and standard error
+over seeds, for pcnas, oneshot_ea, oneshot_random, random_alone and max_flops. Chosen networks the table
+lacks are trained on demand with its schedule and added to it (commit the table after a run).
+Everything resumes from `--work_dir`. Writes `<work_dir>/search_quality.png`; ends with one JSON line.
 """
 
 import argparse
@@ -28,7 +34,6 @@ import json
 import time
 
 import numpy as np
-from scipy import stats
 
 from pcnas_tf import console
 
@@ -37,11 +42,14 @@ console.quiet_startup()
 from pcnas_tf.data import data_config  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from pcnas_tf.data import sources as data_sources  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from pcnas_tf.data import batches as batches_lib  # pylint: disable=g-import-not-at-top,g-bad-import-order
-from pcnas_tf.studies import ground_truth
+from pcnas_tf.searcher import search_config  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from pcnas_tf.studies import ground_truth  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from pcnas_tf.studies import search_quality as quality  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from pcnas_tf.training import optimizer_config  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from pcnas_tf.nn import model as model_lib
 from pcnas_tf.nn import ops
 
-TABLE = "benchmarks/ground_truth_fashion_mnist_900steps.json"
+TABLE = "benchmarks/ground_truth_fashion_mnist_14px.json"
 NOT_MEASURED = ("pcnas_kendall", "oneshot_kendall", "pcnas_regret", "oneshot_ea_regret",
                 "oneshot_random_regret", "random_alone_regret", "max_flops_regret", "pcnas_regret_se")
 
@@ -53,21 +61,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                       "networks (0: all).")
   parser.add_argument("--batch", type=int, default=64, help="Images for NASWOT's kernel.")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--quick", action="store_true", help="At most 60 networks.")
+  parser.add_argument("--quick", action="store_true", help="One seed, one budget (0.5), half the steps "
+                      "per epoch; candidates outside the table are left out of the ranking.")
+  parser.add_argument("--proxies_only", action="store_true", help="Only the free proxies.")
+  parser.add_argument("--work_dir", default="runs/search_quality", help="Where the searches run.")
+  parser.add_argument("--seeds", type=int, default=5, help="Seeds of supergraph training and search.")
+  parser.add_argument("--budgets", default="0.25,0.5,0.75", help="Latency budgets, fractions of the range.")
+  parser.add_argument("--warmup_epochs", type=int, default=12)
+  parser.add_argument("--interval_epochs", type=int, default=3)
+  parser.add_argument("--steps_per_epoch", type=int, default=150,
+                      help="Supergraph steps per epoch: (12 + 8 x 3) x 150 = 5,400 steps, two networks "
+                      "of the table's 2,700.")
+  parser.add_argument("--num_samples", type=int, default=12, help="S: completions per candidate.")
   return parser.parse_args(argv)
-
-
-def ranking(truth_values, estimate, fraction=0.1) -> dict:
-  """Kendall, Spearman, Kendall within the ground truth's top `fraction`, top-10 overlap."""
-  truth_values, estimate = np.asarray(truth_values, float), np.asarray(estimate, float)
-  top = ground_truth.top_fraction(truth_values, fraction)
-  k = min(10, len(truth_values))
-  overlap = len(set(np.argsort(truth_values)[::-1][:k]) & set(np.argsort(estimate)[::-1][:k]))
-  return {"kendall": ground_truth.kendall(truth_values, estimate),
-          "spearman": float(stats.spearmanr(truth_values, estimate).statistic),
-          "kendall_top": ground_truth.kendall(truth_values[top], estimate[top]) if len(top) >= 3
-                         else float("nan"),
-          "top10_overlap": overlap / k}
 
 
 def depth(path) -> int:
@@ -114,47 +120,100 @@ def naswot(model, images) -> float:
   return float(np.linalg.slogdet(kernel)[1])
 
 
-def main(argv=None) -> None:
-  args = parse_args(argv)
-  start = time.time()
-  truth = ground_truth.load_any(args.table)
-  paths = truth.paths()
-  count = min(60, len(paths)) if args.quick else (args.sample or len(paths))
-  if count < len(paths):
-    paths = [paths[i] for i in sorted(np.random.default_rng(args.seed).choice(len(paths), count, False))]
-  space, accuracies = truth.space, truth.accuracies(paths)
-  if args.table == "nasbench_macro":
-    shape, data = (32, 32, 3), None
-  else:
-    state = json.load(open(args.table))
-    data = data_config.DataConfig(**{**state["data"], "deterministic": True})
-    shape = (data.resolution, data.resolution, data.channels)
-  images = _images(data, shape, args.batch, args.seed)
+def proxy_scores(truth, paths, data, shape, batch, seed) -> dict:
+  """FLOPs, params, depth, and synflow and NASWOT at initialisation, per path."""
+  import keras  # pylint: disable=g-import-not-at-top
+  images = _images(data, shape, batch, seed)
   scores = {"flops": [truth.entry(p).flops for p in paths], "params": [truth.entry(p).params for p in paths],
             "depth": [depth(p) for p in paths], "synflow": [], "naswot": []}
-  import keras  # pylint: disable=g-import-not-at-top
   for path in paths:
-    keras.utils.set_random_seed(args.seed)
-    model = model_lib.build_model(space.arch_from_indices(path), space, shape, 10)
+    keras.utils.set_random_seed(seed)
+    model = model_lib.build_model(truth.space.arch_from_indices(path), truth.space, shape, 10)
     scores["synflow"].append(synflow(model, shape))
     scores["naswot"].append(naswot(model, images))
     keras.backend.clear_session()
+  return scores
+
+
+def study_config(args, data) -> quality.StudyConfig:
+  """The study's searches: the demo's search settings at the table's data and width."""
+  budgets = tuple(args.budgets.split(","))
+  seeds = tuple(range(args.seeds))
+  search = search_config.SearchConfig(
+      space="macro", width=args.width, pool_size=5, num_samples=args.num_samples,
+      warmup_epochs=args.warmup_epochs, interval_epochs=args.interval_epochs,
+      steps_per_epoch=args.steps_per_epoch, batch_size=128,
+      optimizer=optimizer_config.OptimizerConfig(0.1, 5e-4, 0.9, 1e-4), constraint="latency",
+      budget=budgets[0], latency_backend="tflite", latency_batch=16, calibration_archs=20,
+      eval_batch_size=256, eval_batches=4, strategy="one_device", data=data)
+  return quality.StudyConfig(search=search, budgets=budgets, seeds=seeds,
+                             ranking_budget=budgets[len(budgets) // 2],
+                             train_candidates=not args.quick)
+
+
+def main(argv=None) -> None:
+  args = parse_args(argv)
+  if args.quick:
+    args.seeds, args.budgets, args.steps_per_epoch = 1, "0.5", args.steps_per_epoch // 2
+  start = time.time()
+  truth = ground_truth.load_any(args.table)
+  paths = truth.paths()
+  count = args.sample or len(paths)
+  if count < len(paths):
+    paths = [paths[i] for i in sorted(np.random.default_rng(args.seed).choice(len(paths), count, False))]
+  if args.table == "nasbench_macro":
+    shape, data = (32, 32, 3), None
+  else:
+    state = ground_truth.read_state(args.table)
+    data = data_config.DataConfig(**{**state["data"], "deterministic": True})
+    shape = (data.resolution, data.resolution, data.channels)
+    args.width = state["width"]
+  accuracies = truth.accuracies(paths)
+  scores = proxy_scores(truth, paths, data, shape, args.batch, args.seed)
   ceiling = ground_truth.noise_ceiling(truth)
-  rows = {name: ranking(accuracies, values) for name, values in scores.items()}
-  print(f"{truth.name}: {len(paths)} networks, test top-1 {accuracies.min():.2f}-{accuracies.max():.2f}%")
+  rows = {name: quality.ranking(accuracies, values) for name, values in scores.items()}
+  study = None
+  if data is not None and not args.proxies_only:
+    from pcnas_tf.studies import ground_truth_build  # pylint: disable=g-import-not-at-top
+    build_config = ground_truth_build.config_of(state)
+    train = ground_truth_build.train_alone(args.work_dir + "/ground_truth_scratch")
+    study = quality.run_study(study_config(args, data), args.table, args.work_dir,
+                              lambda archs: ground_truth_build.add_networks(
+                                  args.table, build_config, archs, train, "chosen by a search",
+                                  progress=False), progress=False)
+    rows["oneshot"] = study["rankings"]["oneshot_batch"]
+    rows["oneshot_moving"] = study["rankings"]["oneshot_moving"]
+    rows["pcnas"] = study["rankings"]["pcnas_potentials"]
+    truth = ground_truth.load(args.table)  # with the networks added on demand
+  print(f"{truth.name}: {len(truth.entries)} networks, test top-1 {accuracies.min():.2f}-{accuracies.max():.2f}%")
   print(f"noise ceiling ({ceiling['networks']} networks with two seeds): Kendall {ceiling['kendall']:.3f}, "
         f"top 10% {ceiling['kendall_top']:.3f}")
-  print(f"{'estimate':10s} {'kendall':>8s} {'spearman':>9s} {'top10%':>7s} {'top10 overlap':>14s}")
+  print(f"{'estimate':15s} {'networks':>8s} {'kendall':>8s} {'spearman':>9s} {'top10%':>7s} {'top10 overlap':>14s}")
   for name, row in rows.items():
-    print(f"{name:10s} {row['kendall']:8.3f} {row['spearman']:9.3f} {row['kendall_top']:7.3f} "
-          f"{row['top10_overlap']:14.2f}")
-  result = {"table": truth.name, "networks": len(paths), "seeds": 1,
+    print(f"{name:15s} {row['networks']:8.0f} {row['kendall']:8.3f} {row['spearman']:9.3f} "
+          f"{row['kendall_top']:7.3f} {row['top10_overlap']:14.2f}")
+  result = {"table": truth.name, "networks": len(truth.entries), "seeds": len(study["config"]["seeds"]) if study else 0,
             "noise_ceiling_kendall": ceiling["kendall"], "noise_ceiling_top_kendall": ceiling["kendall_top"],
+            "noise_ceiling_networks": ceiling["networks"],
             **{f"{name}_kendall": row["kendall"] for name, row in rows.items()},
             **{f"{name}_spearman": row["spearman"] for name, row in rows.items()},
-            **{f"{name}_top_kendall": row["kendall_top"] for name, row in rows.items()},
-            **{key: None for key in NOT_MEASURED}, "not_measured": list(NOT_MEASURED),
-            "wall_s": round(time.time() - start, 1)}
+            **{f"{name}_top_kendall": row["kendall_top"] for name, row in rows.items()}}
+  if study:
+    print(f"\n{'method':15s} {'regret':>8s} {'se':>6s} {'top %':>6s}   per budget")
+    for method, row in study["summary"].items():
+      budgets = " ".join(f"{b}:{v:.2f}" for b, v in row["per_budget"].items())
+      print(f"{method:15s} {row['regret']:8.2f} {row['regret_se']:6.2f} {row['top_percent']:6.1f}   {budgets}")
+      result[f"{method}_regret"] = row["regret"]
+      result[f"{method}_regret_se"] = row["regret_se"]
+      result[f"{method}_top_percent"] = row["top_percent"]
+    result["random_alone_networks"] = study["random_alone_networks"]
+    picture = args.work_dir + "/search_quality.png"
+    quality.plot(study, truth, {name: (paths, values) for name, values in scores.items()}, picture)
+    print(f"picture: {picture}")
+    result["picture"] = picture
+  else:
+    result["not_measured"] = [key for key in NOT_MEASURED if key not in result]
+  result["wall_s"] = round(time.time() - start, 1)
   print(json.dumps({key: _finite_or_none(value) for key, value in result.items()}))
 
 

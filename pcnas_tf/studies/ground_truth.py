@@ -55,8 +55,9 @@ class GroundTruth:
     entries: canonical path (choice indices) -> Entry.
   """
 
-  def __init__(self, name: str, space, entries: dict):
+  def __init__(self, name: str, space, entries: dict, steps: int | None = None):
     self.name, self.space, self.entries = name, space, entries
+    self.steps = steps  # training steps per network (None where the source does not say)
 
   def canonical(self, path: Sequence[int]) -> tuple[int, ...]:
     key = nasbench_macro.canonical_key("".join(map(str, path)))
@@ -99,7 +100,9 @@ def load(path: str) -> GroundTruth:
         float(np.mean(seeds)), tuple(seeds), int(network["flops"]), int(network["params"]),
         float(np.mean(validation)), network.get("predicted_latency_ms"),
         network.get("measured_latency_ms"))
-  return GroundTruth(f"{state['data']['dataset']} ({os.path.basename(path)})", space, entries)
+  schedule = state["schedule"]
+  return GroundTruth(f"{state['data']['dataset']} ({os.path.basename(path)})", space, entries,
+                     schedule["epochs"] * schedule["steps_per_epoch"])
 
 
 def load_any(source: str) -> GroundTruth:

@@ -91,6 +91,15 @@ class BuildConfig:
     return space_lib.macro_space(self.width)
 
 
+def config_of(state: dict, networks: int = 0) -> BuildConfig:
+  """The BuildConfig a table was built with (from its JSON state), to add networks to it on demand.
+
+  `networks`: how many drawn networks the config plans (0: none beyond those the table holds)."""
+  data = data_config.DataConfig(**{**state["data"], "deterministic": True})
+  return BuildConfig(width=state["width"], data=data, schedule=Schedule(**state["schedule"]),
+                     networks=networks, second_seed_every=0, draw_seed=state["draw_seed"])
+
+
 def draw_networks(space, count: int, seed: int) -> list[str]:
   """`count` distinct networks (canonical compact strings), from paths drawn uniformly."""
   rng, drawn = np.random.default_rng(seed), []
@@ -169,7 +178,8 @@ def add_networks(path: str, config: BuildConfig, archs: Sequence[str], train: Ca
     for arch in archs:
       _add(state, nasbench_macro.canonical_key(arch), [0], why)
     files.write_json(path, state)  # atomic: temp file, fsync, rename
-  return _train_pending(path, config, state, train, progress)
+  added = {nasbench_macro.canonical_key(arch) for arch in archs}
+  return _train_pending(path, config, state, train, progress, only=added)
 
 
 def build(path: str, config: BuildConfig, train: Callable, progress=True, limit: int | None = None,
@@ -209,10 +219,12 @@ def _check_writable(path: str) -> None:
 
 
 def _train_pending(path, config, state, train, progress, limit=None, on_network=None, shard=0,
-                   shards=1) -> dict:
+                   shards=1, only=None) -> dict:
+  """Trains this shard's pending trainings (of the networks in `only`, if given: an on-demand addition
+  to an unfinished table trains what was added, not the rest of the plan)."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   mine = {tuple(item) for i, item in enumerate(state["order"]) if i % shards == shard}
-  todo = [item for item in pending(state) if item in mine][:limit]
+  todo = [item for item in pending(state) if item in mine and (only is None or item[0] in only)][:limit]
   with tqdm(total=len(todo), disable=not progress, desc="ground truth", unit="training") as bar:
     for key, seed in todo:
       figures = train(config, key, seed)

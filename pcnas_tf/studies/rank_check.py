@@ -221,7 +221,7 @@ def run_rank_check(config: RankConfig, work_dir: str, overwrite=False, progress=
                        np.random.default_rng(config.search.seed))
   archs = [_standalone(config, space, path, work_dir, overwrite, progress) for path in paths]
   timings["standalone_s"], start = time.time() - start, time.time()
-  batches = _validation_batches(config.search, space)
+  batches = validation_batches(config.search, space)
   for name, (directory, _) in dirs.items():
     supergraph = load_supergraph(directory, space, shape, classes)
     for bn_mode in potential_lib.BN_MODES:
@@ -266,7 +266,7 @@ def _standalone(config, space, path, work_dir, overwrite, progress) -> dict:
           "standalone_s": trained["wall_time_s"], "supergraph": {}}
 
 
-def _validation_batches(config: search_config.SearchConfig, space) -> list:
+def validation_batches(config: search_config.SearchConfig, space) -> list:
   """The search's K fixed validation batches (same data config, seed and batch size)."""
   splits = data_sources.load(config.data, min_resolution=space.total_stride)
   batches = batches_lib.ValidationBatches(splits, config.data, config.eval_batch_size, config.eval_batches)

@@ -134,3 +134,23 @@ def test_nasbench_macro_through_the_same_interface():
   assert "".join(map(str, best)) == "22212220"
   assert truth.entry((2, 2, 2, 1, 2, 2, 2, 0)).accuracy == pytest.approx(93.13, abs=0.01)
   assert ground_truth.noise_ceiling(truth)["kendall"] == pytest.approx(0.88, abs=0.03)
+
+
+def test_on_demand_addition_to_an_unfinished_table_trains_only_what_was_added(tmp_path):
+  path = str(tmp_path / "gt.json")
+  ground_truth_build.build(path, CONFIG, FakeTrain(), progress=False, limit=1)
+  train = FakeTrain()
+  ground_truth_build.add_networks(path, CONFIG, ["22222222"], train, progress=False)
+  assert train.calls == [("22222222", 0)]
+  assert len(ground_truth_build.pending(json.loads(open(path).read()))) == 7  # the plan waits
+
+
+def test_config_of_a_table_adds_to_it_without_a_mismatch(tmp_path):
+  path = str(tmp_path / "gt.json")
+  ground_truth_build.build(path, CONFIG, FakeTrain(), progress=False, limit=2)
+  config = ground_truth_build.config_of(json.loads(open(path).read()))
+  assert config.schedule == CONFIG.schedule and config.width == CONFIG.width
+  train = FakeTrain()
+  ground_truth_build.add_networks(path, config, ["11111111"], train, progress=False)
+  assert train.calls == [("11111111", 0)]
+  assert ground_truth.load(path).steps == CONFIG.schedule.epochs * CONFIG.schedule.steps_per_epoch
