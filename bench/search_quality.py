@@ -1,5 +1,5 @@
 r"""Does the search work? PC-NAS, One-Shot (EA, random search), random networks trained alone, the
-most-FLOPs network and free proxies, judged on a ground-truth table (`studies/search_quality.py`).
+most-FLOPs network and free proxies, judged on a ground-truth table (`studies/search_comparison.py`).
 
   python -m bench.search_quality                       # the whole study on the Fashion-MNIST table
   python -m bench.search_quality --quick               # one seed, one budget (0.5), half the steps
@@ -44,7 +44,7 @@ from pcnas_tf.data import sources as data_sources  # pylint: disable=g-import-no
 from pcnas_tf.data import batches as batches_lib  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from pcnas_tf.searcher import search_config  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from pcnas_tf.studies import ground_truth  # pylint: disable=g-import-not-at-top,g-bad-import-order
-from pcnas_tf.studies import search_quality as quality  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from pcnas_tf.studies import search_comparison as quality  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from pcnas_tf.training import optimizer_config  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from pcnas_tf.nn import model as model_lib
 from pcnas_tf.nn import ops

@@ -23,12 +23,17 @@ from pcnas_tf.cli import search_flags
 flags.DEFINE_integer("standalone_epochs", 0, "Epochs of each found architecture's stand-alone "
                      "training; 0: the supergraph's epochs (Tw + L * Ti), the same budget (>= 0).")
 
+flags.DEFINE_string("ground_truth", "", "A ground-truth table (JSON) built on the search's data and width: "
+                    "each row's top-1 comes from it, networks it lacks are trained with its schedule and "
+                    "added; empty: train each here with the supergraph's budget.")
+
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
-  config = ablation_lib.AblationConfig(search_flags.config_from_flags(), FLAGS.standalone_epochs)
+  config = ablation_lib.AblationConfig(search_flags.config_from_flags(), FLAGS.standalone_epochs,
+                                       FLAGS.ground_truth)
   result = ablation_lib.run_ablation(config, FLAGS.work_dir, FLAGS.overwrite, FLAGS.progress)
   print(ablation_lib.format_table(result))
   print(f"Results in {os.path.join(FLAGS.work_dir, ablation_lib.RESULT_FILE)}")

@@ -45,6 +45,10 @@ flags.DEFINE_integer("limit", None, "Stop after this many trainings (>= 1; the b
                      lower_bound=1)
 flags.DEFINE_list("add_archs", [], "Networks (compact strings) to train on demand and add.")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+flags.DEFINE_boolean("latency", False, "Instead of training: time every trained network with LiteRT (one "
+                     "thread, batch --latency_batch) and predict it with the searches' latency table; "
+                     "run it with nothing else running on the machine.")
+flags.DEFINE_integer("latency_batch", 16, "Batch of the latency timings and table (>= 1).", lower_bound=1)
 flags.DEFINE_integer("shard", 0, "This process trains the plan's trainings at places shard mod shards "
                      "(0 <= shard < shards).", lower_bound=0)
 flags.DEFINE_integer("shards", 1, "Processes building the table side by side (>= 1), e.g. one per core "
@@ -76,7 +80,10 @@ def main(argv):
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
   train = ground_truth_build.train_alone(FLAGS.work_root)
-  if FLAGS.add_archs:
+  if FLAGS.latency:
+    ground_truth_build.add_latencies(FLAGS.output, ground_truth_build.LatencySettings(
+        batch=FLAGS.latency_batch), FLAGS.progress)
+  elif FLAGS.add_archs:
     ground_truth_build.add_networks(FLAGS.output, config, FLAGS.add_archs, train, progress=FLAGS.progress)
   else:
     ground_truth_build.build(FLAGS.output, config, train, FLAGS.progress, FLAGS.limit,

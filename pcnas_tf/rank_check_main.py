@@ -28,6 +28,9 @@ flags.DEFINE_string("archs", "pool", "pool: candidates of the PC-NAS search's fi
 flags.DEFINE_integer("standalone_epochs", 2, "Epochs of each architecture's stand-alone training (>= 0).")
 flags.DEFINE_string("pcnas_dir", "", "A finished PC-NAS search's work directory to reuse.")
 flags.DEFINE_string("oneshot_dir", "", "A finished One-Shot search's work directory to reuse.")
+flags.DEFINE_string("ground_truth", "", "A ground-truth table (JSON) built on the search's data and width: "
+                    "stand-alone accuracies come from it, networks it lacks are trained with its schedule "
+                    "and added; empty: train each for --standalone_epochs here.")
 
 FLAGS = flags.FLAGS
 
@@ -35,7 +38,8 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   config = rank_lib.RankConfig(search_flags.config_from_flags(), FLAGS.num_archs, FLAGS.archs,
-                               FLAGS.standalone_epochs, FLAGS.pcnas_dir, FLAGS.oneshot_dir)
+                               FLAGS.standalone_epochs, FLAGS.pcnas_dir, FLAGS.oneshot_dir,
+                               FLAGS.ground_truth)
   result = rank_lib.run_rank_check(config, FLAGS.work_dir, FLAGS.overwrite, FLAGS.progress)
   print(rank_lib.format_correlations(result))
   print(f"Results in {os.path.join(FLAGS.work_dir, rank_lib.RESULT_FILE)} and "

@@ -66,6 +66,37 @@ def tiny_search_config(root):
       eval_batches=2, strategy="one_device", checkpoint_every=1, data=data_config)
 
 
+class FakeStandalone:
+  """A stand-in for training a network of a ground-truth table alone: accuracy from the path's digits
+  (a known ranking) and a seed-dependent wobble; it records its calls."""
+
+  def __init__(self):
+    self.calls = []
+
+  def __call__(self, config, key, seed):
+    self.calls.append(key)
+    accuracy = 0.5 + sum(map(int, key)) / 40 + 0.001 * seed
+    return {"test_top1": accuracy, "validation_top1": accuracy, "wall_s": 1.0,
+            "flops": 1000 + sum(map(int, key)), "params": 10}
+
+
+def tiny_macro_study(root, networks=12):
+  """A ground-truth table of the macro space (width 0.1) on a slice of Fashion-MNIST at 8x8, filled by
+  `FakeStandalone`, and a tiny search config on the same data: (table path, BuildConfig, SearchConfig)."""
+  from pcnas_tf.searcher import search_config  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  from pcnas_tf.studies import ground_truth_build  # pylint: disable=g-import-not-at-top
+  data = tiny_fashion(str(root), num_train=400, num_test=100, resolution=8, validation=96,
+                      deterministic=True)
+  build = ground_truth_build.BuildConfig(width=0.1, data=data, networks=networks, second_seed_every=4)
+  table = os.path.join(str(root), "gt.json")
+  ground_truth_build.build(table, build, FakeStandalone(), progress=False)
+  search = search_config.SearchConfig(
+      space="macro", width=0.1, pool_size=2, num_samples=2, warmup_epochs=1, interval_epochs=0,
+      steps_per_epoch=2, batch_size=16, constraint="flops", budget="0.5", eval_batch_size=32,
+      eval_batches=1, strategy="one_device", checkpoint_every=1, data=data)
+  return table, build, search
+
+
 def write_truncated_keras(path, keep=0.5):
   """A tiny `.keras` archive at `path` whose zip is valid but whose `model.weights.h5` is cut to `keep` of
   its bytes: what an interrupted copy or a full disk leaves."""

@@ -25,6 +25,7 @@ from pcnas_tf.training import checkpoint
 from pcnas_tf import errors
 from pcnas_tf.searcher import loop as search_lib
 from pcnas_tf.searcher import search_config
+from pcnas_tf.studies import ground_truth_build
 from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.training import standalone as train_lib
 from pcnas_tf.training import train_config
@@ -40,12 +41,15 @@ class AblationConfig:
   """The base search config of every row, and the stand-alone training budget."""
   search: search_config.SearchConfig
   standalone_epochs: int = 0         # 0: the supergraph's epochs (Tw + L * Ti), the same budget
+  ground_truth: str = ""             # a ground-truth table: top-1 from it (added on demand), not trained here
 
   def validate(self):
     self.search.validate()
     if self.standalone_epochs < 0:
       raise errors.UserError(f"Stand-alone epochs (--standalone_epochs) is {self.standalone_epochs}; it "
                              f"must be at least 0 (0: the supergraph's epochs).")
+    if self.ground_truth:
+      ground_truth_build.check_matches(self.ground_truth, self.search)
     return self
 
   def to_json(self) -> dict:
@@ -154,13 +158,20 @@ def run_ablation(config: AblationConfig, work_dir: str, overwrite=False, progres
   space = space_lib.get_space(config.search.space, config.search.width)
   epochs = config.standalone_epochs or supergraph_epochs(config.search)
   rows = []
-  for training, method in GRID:
-    found = searches[(training, method)]
-    trained = train_alone(config.search, space, found["chosen"]["arch"], epochs,
-                          os.path.join(work_dir, row_name(training, method), STANDALONE_DIR),
-                          overwrite, progress)
-    rows.append(_row(training, method, found, trained))
-  result = {"rows": rows, "standalone_epochs": epochs, "config": config.to_json(),
+  if config.ground_truth:  # one schedule for every row: the table's
+    paths = [space.indices(searches[row]["chosen"]["arch"]) for row in GRID]
+    found = ground_truth_build.entries(config.ground_truth, paths,
+                                       os.path.join(work_dir, ground_truth_build.SCRATCH_DIR),
+                                       progress=progress)
+    trained = [{"top1": entry.accuracy / 100, "top5": None, "wall_time_s": None} for entry in found]
+  else:
+    trained = [train_alone(config.search, space, searches[(training, method)]["chosen"]["arch"], epochs,
+                           os.path.join(work_dir, row_name(training, method), STANDALONE_DIR),
+                           overwrite, progress) for training, method in GRID]
+  for (training, method), alone in zip(GRID, trained):
+    rows.append(_row(training, method, searches[(training, method)], alone))
+  result = {"rows": rows, "standalone_epochs": None if config.ground_truth else epochs,
+            "standalone_source": config.ground_truth or "trained here", "config": config.to_json(),
             "versions": provenance.versions()}
   files.write_json(os.path.join(work_dir, RESULT_FILE), result)
   return result
@@ -204,6 +215,7 @@ def format_table(result: dict) -> str:
   lines = [f"{'training':9} {'search':7} {'architecture':14} {'score':>6} {kind[10:]:>10} "
            f"{'top-1':>7} {'search s':>9} {'alone s':>8}"]
   for row in rows:
+    alone = "table" if row["standalone_s"] is None else f"{row['standalone_s']:.0f}"
     lines.append(f"{row['training']:9} {row['search']:7} {row['arch_string']:14} {row['score']:6.3f} "
-                 f"{row[kind]:10.4g} {row['top1']:7.2%} {row['search_s']:9.0f} {row['standalone_s']:8.0f}")
+                 f"{row[kind]:10.4g} {row['top1']:7.2%} {row['search_s']:9.0f} {alone:>8}")
   return "\n".join(lines)

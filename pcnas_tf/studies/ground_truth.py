@@ -138,6 +138,20 @@ def noise_ceiling(truth: GroundTruth, fraction: float = 0.1) -> dict:
           "kendall_top": kendall(pairs[top, 0], pairs[top, 1]) if len(top) >= 3 else float("nan")}
 
 
+def agreement(a: GroundTruth, b: GroundTruth, fraction: float = 0.1) -> dict:
+  """How two tables of one space rank the networks both hold (say 14x14 against 28x28): Kendall,
+  Spearman and Kendall within `a`'s top `fraction`, over their mean accuracies."""
+  common = sorted(set(a.entries) & set(b.entries))
+  if len(common) < 3:
+    return {"networks": len(common), "kendall": float("nan"), "spearman": float("nan"),
+            "kendall_top": float("nan")}
+  x, y = a.accuracies(common), b.accuracies(common)
+  top = top_fraction(x, fraction)
+  return {"networks": len(common), "kendall": kendall(x, y),
+          "spearman": float(stats.spearmanr(x, y).statistic),
+          "kendall_top": kendall(x[top], y[top]) if len(top) >= 3 else float("nan")}
+
+
 def read_state(path: str) -> dict:
   """The raw JSON state of a table this project built; raises GroundTruthError if it is not one."""
   state = files.read_json(path, "ground-truth table", GroundTruthError)

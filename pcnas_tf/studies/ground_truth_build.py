@@ -265,3 +265,81 @@ def train_alone(work_root: str) -> Callable:
     return {"test_top1": result["top1"], "validation_top1": result["log"][-1]["validation_top1"],
             "wall_s": result["wall_time_s"], "flops": result["flops"], "params": result["params"]}
   return train
+
+
+SCRATCH_DIR = "ground_truth_scratch"  # in a study's work directory: networks a table lacks train here
+
+
+def entries(path: str, paths: Sequence[Sequence[int]], work_root: str, train: Callable | None = None,
+            why: str = "asked by a study", progress=True) -> list:
+  """The table's `ground_truth.Entry` of each path; networks it lacks are first trained alone with its
+  schedule and added (`add_networks`; `train`: `train_alone(work_root)` unless given)."""
+  state = ground_truth.read_state(path)
+  keys = ["".join(map(str, p)) for p in paths]
+  add_networks(path, config_of(state), keys, train or train_alone(work_root), why, progress)
+  truth = ground_truth.load(path)
+  return [truth.entry(p) for p in paths]
+
+
+def check_matches(path: str, search) -> None:
+  """Raises `UserError` unless the table at `path` was built on the search config's data and width
+  in the macro space, so that its accuracies are the ground truth of what the search ranks."""
+  state = ground_truth.read_state(path)
+  data = dataclasses.asdict(search.data)
+  wrong = [f"{field} {data[field]!r} (table: {state['data'][field]!r})" for field in state["data"]
+           if field in data and field != "deterministic" and data[field] != state["data"][field]]
+  if search.space != "macro" or search.width != state["width"]:
+    wrong.insert(0, f"space {search.space} width {search.width} (table: macro width {state['width']})")
+  if wrong:
+    raise errors.UserError(f"The search does not match ground-truth table {path}: {'; '.join(wrong)}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencySettings:
+  """How a table's networks are timed: LiteRT (one thread) at `batch`, the minimum of `runs` calls; the
+  prediction is the searches' latency table for the same batch (`calibration_archs`, `seed`, cache)."""
+  batch: int = 16
+  runs: int = 40
+  calibration_archs: int = 20
+  seed: int = 0
+  cache_dir: str = "~/.cache/pcnas_tf/latency"
+
+
+def add_latencies(path: str, settings: LatencySettings = LatencySettings(), progress=True) -> dict:
+  """Adds `predicted_latency_ms` and `measured_latency_ms` to every trained network of the table that
+  lacks them, saving after each (resumable). Times on this machine: run it with nothing else running.
+
+  A table records the latency settings and device once; networks timed under others are refused."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from pcnas_tf.constraints import backends  # pylint: disable=g-import-not-at-top
+  from pcnas_tf.constraints import constraint as constraint_lib  # pylint: disable=g-import-not-at-top
+  from pcnas_tf.constraints import latency_table  # pylint: disable=g-import-not-at-top
+  from pcnas_tf.nn import model as model_lib  # pylint: disable=g-import-not-at-top
+  state = ground_truth.read_state(path)
+  space = space_lib.macro_space(state["width"])
+  resolution, channels = state["data"]["resolution"], state["data"]["channels"]
+  timer = backends.make_backend(backends.BackendConfig(name="tflite", threads=1, runs=settings.runs))
+  table = latency_table.get_or_build_table(
+      os.path.expanduser(settings.cache_dir), space, "tflite", settings.batch, resolution, channels,
+      10, settings.calibration_archs, settings.seed, progress)
+  recorded = {"backend": "tflite", "threads": 1, "batch": settings.batch, "statistic": f"min of {settings.runs}",
+              "device": timer.device(), "latency_table": table.metadata.get("device")}
+  if state.get("latency", recorded) != recorded:
+    raise ground_truth.GroundTruthError(f"Ground-truth table {path} was timed with {state['latency']}, "
+                                        f"not {recorded}; time it on that machine, or into a copy.")
+  todo = [key for key, network in state["networks"].items()
+          if network["seeds"] and "measured_latency_ms" not in network]
+  shape = (settings.batch, resolution, resolution, channels)
+  for key in tqdm(todo, disable=not progress, desc="latency", unit="network"):
+    arch = space.arch_from_indices([int(c) for c in key])
+    model = model_lib.build_model(arch, space, shape[1:], 10)
+    measured = timer.measure(model, shape).min_ms
+    predicted = constraint_lib.predict(arch, table)
+    keras.backend.clear_session()
+    with _locked(path):
+      state = ground_truth.read_state(path)
+      state["latency"] = recorded
+      state["networks"][key].update(predicted_latency_ms=predicted, measured_latency_ms=measured)
+      files.write_json(path, state)  # atomic: temp file, fsync, rename
+  return ground_truth.read_state(path)

@@ -26,6 +26,7 @@ import numpy as np
 import scipy.stats
 
 from pcnas_tf.studies import ablation as ablation_lib
+from pcnas_tf.studies import ground_truth_build
 from pcnas_tf import files
 from pcnas_tf import provenance
 from pcnas_tf.training import checkpoint
@@ -72,6 +73,7 @@ class RankConfig:
   standalone_epochs: int = 2
   pcnas_dir: str = ""                # a finished PC-NAS search to reuse; "": search in <work_dir>/pcnas
   oneshot_dir: str = ""              # a finished One-Shot search to reuse; "": <work_dir>/oneshot
+  ground_truth: str = ""             # a ground-truth table: stand-alone accuracies from it (added on demand)
 
   def validate(self):
     self.search.validate()
@@ -97,6 +99,8 @@ class RankConfig:
               f"{flag}={path} was searched with other settings than this rank check "
               f"({'; '.join(differences[:3])}), so its supergraph would not share the other's budget "
               f"and data; search again with these settings, or leave {flag} empty.")
+    if self.ground_truth:
+      ground_truth_build.check_matches(self.ground_truth, self.search)
     return self
 
   def to_json(self) -> dict:
@@ -219,7 +223,10 @@ def run_rank_check(config: RankConfig, work_dir: str, overwrite=False, progress=
   constraint = constraint_lib.build(space, tuple(shape), classes, config.search, progress)
   paths = select_archs(pcnas_result, constraint.sampler, config.num_archs, config.archs,
                        np.random.default_rng(config.search.seed))
-  archs = [_standalone(config, space, path, work_dir, overwrite, progress) for path in paths]
+  if config.ground_truth:
+    archs = _from_table(config, space, paths, work_dir, progress)
+  else:
+    archs = [_standalone(config, space, path, work_dir, overwrite, progress) for path in paths]
   timings["standalone_s"], start = time.time() - start, time.time()
   batches = validation_batches(config.search, space)
   for name, (directory, _) in dirs.items():
@@ -264,6 +271,20 @@ def _standalone(config, space, path, work_dir, overwrite, progress) -> dict:
                                      os.path.join(work_dir, STANDALONE_DIR, name), overwrite, progress)
   return {"arch": list(arch), "arch_string": name, "path": list(path), "standalone_top1": trained["top1"],
           "standalone_s": trained["wall_time_s"], "supergraph": {}}
+
+
+def _from_table(config, space, paths, work_dir, progress) -> list:
+  """The stand-alone accuracies of `paths` from the ground-truth table (networks it lacks are trained
+  with its schedule and added first)."""
+  found = ground_truth_build.entries(config.ground_truth, paths, os.path.join(work_dir, ground_truth_build.SCRATCH_DIR),
+                                     progress=progress)
+  archs = []
+  for path, entry in zip(paths, found):
+    arch = space.arch_from_indices(path)
+    archs.append({"arch": list(arch), "arch_string": space.arch_to_string(arch), "path": list(path),
+                  "standalone_top1": entry.accuracy / 100, "standalone_s": None,
+                  "standalone_source": config.ground_truth, "supergraph": {}})
+  return archs
 
 
 def validation_batches(config: search_config.SearchConfig, space) -> list:

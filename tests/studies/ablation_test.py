@@ -98,7 +98,7 @@ def test_ablation_runs_table_3s_grid_and_trains_each_chosen_arch_alone(tiny_abla
       trained = json.load(f)
     assert trained["arch"] == row["arch"] and trained["epochs"] == result["standalone_epochs"] == 4
   with open(os.path.join(work_dir, ablation_lib.RESULT_FILE)) as f:
-    assert set(json.load(f)) == {"rows", "standalone_epochs", "config", "versions"}
+    assert set(json.load(f)) == {"rows", "standalone_epochs", "standalone_source", "config", "versions"}
   table = ablation_lib.format_table(result).splitlines()
   assert len(table) == 4 and "top-1" in table[0] and rows[2]["arch_string"] in table[3]
 

@@ -154,3 +154,17 @@ def test_config_of_a_table_adds_to_it_without_a_mismatch(tmp_path):
   ground_truth_build.add_networks(path, config, ["11111111"], train, progress=False)
   assert train.calls == [("11111111", 0)]
   assert ground_truth.load(path).steps == CONFIG.schedule.epochs * CONFIG.schedule.steps_per_epoch
+
+
+def test_agreement_of_two_tables_over_the_networks_both_hold():
+  space = CONFIG.space
+  make = lambda values: ground_truth.GroundTruth("t", space, {
+      key: ground_truth.Entry(v, (v,), 1, 1) for key, v in values.items()})
+  keys = [tuple(int(c) for c in key) for key in ground_truth_build.draw_networks(space, 6, seed=0)]
+  a = make({k: float(i) for i, k in enumerate(keys)})
+  reverse = make({k: float(-i) for i, k in enumerate(keys[1:], start=1)})  # keys[0] only in a
+  found = ground_truth.agreement(a, reverse)
+  assert found["networks"] == 5 and found["kendall"] == pytest.approx(-1)
+  one_swap = make({k: float({4: 5, 5: 4}.get(i, i)) for i, k in enumerate(keys)})
+  assert ground_truth.agreement(a, one_swap)["kendall"] == pytest.approx((14 - 1) / 15)
+  assert ground_truth.agreement(a, make({keys[0]: 1.0}))["networks"] == 1

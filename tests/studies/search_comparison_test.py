@@ -13,7 +13,7 @@ from pcnas_tf.space import cost
 from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.studies import ground_truth
 from pcnas_tf.studies import ground_truth_build
-from pcnas_tf.studies import search_quality as quality
+from pcnas_tf.studies import search_comparison as quality
 from tests import helpers
 
 
@@ -27,6 +27,13 @@ def test_ranking_of_the_same_and_the_reversed_order():
   # One swap among 4 networks: 5 of 6 pairs agree, tau = (5 - 1) / 6.
   assert quality.ranking([1, 2, 3, 4], [1, 2, 4, 3])["kendall"] == pytest.approx(4 / 6)
   assert np.isnan(quality.ranking([1, 2], [2, 1])["kendall"])
+
+
+def test_top10_overlap_counts_shared_members():
+  truth = np.arange(20.0)
+  estimate = truth.copy()
+  estimate[[19, 18, 17]] = -1  # three of the true top 10 fall out of the estimate's
+  assert quality.ranking(truth, estimate)["top10_overlap"] == pytest.approx(0.7)
 
 
 def test_regret_top_percent_and_standard_error():
@@ -82,7 +89,7 @@ def test_judge_scores_constructed_runs_with_known_regrets():
               "moving": [4, 3, 1, 2]}]
   candidates = [{"seed": 0, "paths": [list(a), list(b), list(d), list(c)],
                  "potentials": [0.1, 0.2, 0.3, float("nan")]}]
-  feasibility = {"0.5": {"budget": 1.0, "unit": "ms", "is_feasible": feasible, "max_flops": list(d)}}
+  feasibility = {(0, "0.5"): {"budget": 1.0, "unit": "ms", "is_feasible": feasible, "max_flops": list(d)}}
   result = quality.judge(config, truth, runs, oneshot, candidates, feasibility, supergraph_steps=250)
   regrets = {r["method"]: r["regret"] for r in result["rows"]}
   # Best feasible is d (90): PC-NAS 0, One-Shot EA 5, random 10, max-FLOPs (d) 0; random alone: the
@@ -99,45 +106,22 @@ def test_judge_scores_constructed_runs_with_known_regrets():
 
 @pytest.fixture(name="tiny_study")
 def fixture_tiny_study(tmp_path):
-  """A ground-truth table and a search config on a slice of Fashion-MNIST at 8x8 in the macro space."""
-  data = helpers.tiny_fashion(str(tmp_path), num_train=400, num_test=100, resolution=8, validation=96,
-                              deterministic=True)
-  build = ground_truth_build.BuildConfig(width=0.1, data=data, networks=12, second_seed_every=4)
-  table = str(tmp_path / "gt.json")
-  ground_truth_build.build(table, build, FakeTrain(), progress=False)
-  from pcnas_tf.searcher import search_config  # pylint: disable=g-import-not-at-top
-  search = search_config.SearchConfig(
-      space="macro", width=0.1, pool_size=2, num_samples=2, warmup_epochs=1, interval_epochs=0,
-      steps_per_epoch=2, batch_size=16, constraint="flops", budget="0.5", eval_batch_size=32,
-      eval_batches=1, strategy="one_device", checkpoint_every=1, data=data)
+  table, build, search = helpers.tiny_macro_study(tmp_path)
   return table, build, quality.StudyConfig(search=search, budgets=("0.5",), seeds=(0,))
-
-
-class FakeTrain:
-  """Accuracy from the path's digits; counts calls (the on-demand trainings)."""
-
-  def __init__(self):
-    self.calls = []
-
-  def __call__(self, config, key, seed):
-    self.calls.append(key)
-    accuracy = 0.5 + sum(map(int, key)) / 40 + 0.001 * seed
-    return {"test_top1": accuracy, "validation_top1": accuracy, "wall_s": 1.0,
-            "flops": 1000 + sum(map(int, key)), "params": 10}
 
 
 def test_a_search_on_other_data_than_the_table_is_refused(tiny_study, tmp_path):
   table, _, config = tiny_study
   other = dataclasses.replace(config, search=dataclasses.replace(
       config.search, data=dataclasses.replace(config.search.data, resolution=12)))
-  with pytest.raises(errors.UserError, match="resolution 12"):
+  with pytest.raises(errors.UserError, match="resolution 12 .table: 8"):
     quality.run_study(other, table, str(tmp_path / "study"), lambda archs: None, progress=False)
 
 
 @pytest.mark.slow
 def test_tiny_study_end_to_end_adds_chosen_networks_and_resumes(tiny_study, tmp_path):
   table, build, config = tiny_study
-  train = FakeTrain()
+  train = helpers.FakeStandalone()
   add = lambda archs: ground_truth_build.add_networks(table, build, archs, train, progress=False)
   result = quality.run_study(config, table, str(tmp_path / "study"), add, progress=False)
   truth = ground_truth.load(table)

@@ -37,6 +37,7 @@ from pcnas_tf import provenance
 from pcnas_tf.space import cost
 from pcnas_tf.space import nasbench_macro
 from pcnas_tf.studies import ground_truth
+from pcnas_tf.studies import ground_truth_build
 
 METHODS = ("pcnas", "oneshot_ea", "oneshot_random", "random_alone", "max_flops")
 RESULT_FILE = "search_quality_result.json"
@@ -128,18 +129,6 @@ class StudyConfig:
     return self
 
 
-def check_table_matches(config: StudyConfig, state: dict) -> None:
-  """Raises `UserError` unless the search trains on the table's data, width and space."""
-  data = dataclasses.asdict(config.search.data)
-  wrong = [f"{field} {data[field]!r} (table: {state['data'][field]!r})" for field in state["data"]
-           if field in data and field != "deterministic" and data[field] != state["data"][field]]
-  if config.search.space != "macro" or config.search.width != state["width"]:
-    wrong.insert(0, f"space {config.search.space} width {config.search.width} (table: macro width "
-                    f"{state['width']})")
-  if wrong:
-    raise errors.UserError(f"The study's search does not match the ground-truth table: {'; '.join(wrong)}.")
-
-
 def run_study(config: StudyConfig, table_path: str, work_dir: str, add_networks: Callable,
               progress=True) -> dict:
   """Runs (or resumes: every search and training resumes in `work_dir`) the study; returns the
@@ -154,8 +143,7 @@ def run_study(config: StudyConfig, table_path: str, work_dir: str, add_networks:
   from pcnas_tf.searcher import potential as potential_lib  # pylint: disable=g-import-not-at-top
 
   config.validate()
-  state = ground_truth.read_state(table_path)
-  check_table_matches(config, state)
+  ground_truth_build.check_matches(table_path, config.search)
   files.make_dir(work_dir)
   runs, oneshot_rankings, candidates = [], [], []
   for seed in config.seeds:
@@ -194,7 +182,7 @@ def run_study(config: StudyConfig, table_path: str, work_dir: str, add_networks:
   if config.train_candidates:
     wanted += [p for c in candidates for p, v in zip(c["paths"], c["potentials"]) if np.isfinite(v)]
   feasibility = _feasibility(config)
-  wanted += [feasibility[b]["max_flops"] for b in config.budgets]
+  wanted += [f["max_flops"] for f in feasibility.values()]
   add_networks(sorted({canonical(p) for p in wanted}))
   truth = ground_truth.load(table_path)
   result = judge(config, truth, runs, oneshot_rankings, candidates, feasibility,
@@ -218,21 +206,23 @@ def _indices(found) -> list[int]:
 
 
 def _feasibility(config: StudyConfig) -> dict:
-  """Per budget: the resolved budget, a feasibility test (the searches' own constraint) and the
-  feasible network with the most FLOPs."""
+  """Per (seed, budget): the resolved budget, a feasibility test (that seed's searches' own constraint:
+  the latency table's calibration networks are drawn with the search's seed) and the feasible network
+  with the most FLOPs."""
   from pcnas_tf.constraints import constraint as constraint_lib  # pylint: disable=g-import-not-at-top
   from pcnas_tf.space import search_space as space_lib  # pylint: disable=g-import-not-at-top
   space = space_lib.get_space(config.search.space, config.search.width)
   data = config.search.data
   shape, num_classes = (data.resolution, data.resolution, data.channels), 10
   out = {}
-  for budget in config.budgets:
-    run = dataclasses.replace(config.search, budget=budget)
-    constraint = constraint_lib.build(space, shape, num_classes, run, progress=False)
-    out[budget] = {"budget": constraint.budget, "unit": constraint.unit,
-                   "is_feasible": constraint.sampler.is_feasible,
-                   "max_flops": list(max_flops_path(space, constraint.sampler.is_feasible, shape,
-                                                    num_classes))}
+  for seed in config.seeds:
+    for budget in config.budgets:
+      run = dataclasses.replace(config.search, budget=budget, seed=seed)
+      constraint = constraint_lib.build(space, shape, num_classes, run, progress=False)
+      out[seed, budget] = {"budget": constraint.budget, "unit": constraint.unit,
+                           "is_feasible": constraint.sampler.is_feasible,
+                           "max_flops": list(max_flops_path(space, constraint.sampler.is_feasible, shape,
+                                                            num_classes))}
   return out
 
 
@@ -266,24 +256,24 @@ def judge(config: StudyConfig, truth, runs: list, oneshot_rankings: list, candid
   alone_count = max(1, supergraph_steps // table_steps) if table_steps else 1
   rows = []
   for budget in config.budgets:
-    feasible = [p for p in paths if feasibility[budget]["is_feasible"](p)]
-    if not feasible:
-      raise errors.UserError(f"No network of the table fits budget {budget}; the study cannot judge it.")
-    feasible_acc = [accuracy[p] for p in feasible]
     for seed in config.seeds:
+      feasible = [p for p in paths if feasibility[seed, budget]["is_feasible"](p)]
+      if not feasible:
+        raise errors.UserError(f"No network of the table fits budget {budget}; the study cannot judge it.")
+      feasible_acc = [accuracy[p] for p in feasible]
       chosen = {r["method"]: truth.canonical(r["path"]) for r in runs
                 if r["budget"] == budget and r["seed"] == seed}
       rng = np.random.default_rng([seed, int(float(budget) * 1000)])
       chosen["random_alone"] = random_alone_choice(feasible, [validation[p] for p in feasible],
                                                    alone_count, rng)
-      chosen["max_flops"] = truth.canonical(feasibility[budget]["max_flops"])
+      chosen["max_flops"] = truth.canonical(feasibility[seed, budget]["max_flops"])
       for method in METHODS:
         path = chosen[method]
         value = accuracy[path]
         rows.append({"method": method, "budget": budget, "seed": seed, "path": list(path),
                      "arch": "".join(map(str, path)), "test_top1": value,
                      "regret": regret(feasible_acc, value), "top_percent": top_percent(feasible_acc, value),
-                     "feasible_in_table": len(feasible)})
+                     "feasible_in_table": len(feasible), "budget_value": feasibility[seed, budget]["budget"]})
   summary = {}
   for method in METHODS:
     regrets = [r["regret"] for r in rows if r["method"] == method]
@@ -296,8 +286,9 @@ def judge(config: StudyConfig, truth, runs: list, oneshot_rankings: list, candid
                                       for b in config.budgets}}
   return {"rankings": rankings, "rows": rows, "summary": summary, "random_alone_networks": alone_count,
           "supergraph_steps": supergraph_steps, "table_steps": table_steps,
-          "budgets": {b: {"budget": feasibility[b]["budget"], "unit": feasibility[b]["unit"],
-                          "max_flops": feasibility[b]["max_flops"]} for b in config.budgets},
+          "budgets": {f"seed {seed}, budget {b}": {"budget": f["budget"], "unit": f["unit"],
+                                                   "max_flops": f["max_flops"]}
+                      for (seed, b), f in feasibility.items()},
           "candidates": candidates, "oneshot": oneshot_rankings, "runs": runs}
 
 
