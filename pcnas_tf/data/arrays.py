@@ -89,12 +89,12 @@ def checked_labels(y, count: int, num_classes: int | None = None, what: str = "y
   if not np.issubdtype(labels.dtype, np.integer):
     bad = labels[~np.isfinite(labels) | (labels != np.round(labels))]
     if len(bad):
-      raise data_config.DataError(f"{what} holds {bad[0]!r}, which is not an integer class; labels must "
+      raise data_config.DataError(f"{what} holds {bad[0].item()!r}, which is not an integer class; labels must "
                                   f"be integers 0, 1, ...")
   if num_classes is not None:
     check_num_classes(num_classes)
   low, high = int(labels.min()), int(labels.max())
-  allowed = "0, 1, ..." if num_classes is None else f"0..{num_classes - 1}"
+  allowed = "integers >= 0" if num_classes is None else f"0..{num_classes - 1}"
   if low < 0 or num_classes is not None and high >= num_classes:
     raise data_config.DataError(f"{what} holds label {low if low < 0 else high}, out of range; labels "
                                 f"must be {allowed}.")
