@@ -192,12 +192,18 @@ def digest(splits: dict, num_classes: int) -> str:
   return hasher.hexdigest()[:16]
 
 
+def directory_of(root: str, splits: dict, num_classes: int) -> str:
+  """Where `write` writes `splits` under `root`: a directory named after their digest."""
+  return os.path.join(os.path.abspath(root), digest(splits, num_classes))
+
+
 def write(root: str, splits: dict, num_classes: int) -> str:
-  """Writes `splits` (name -> `Split`, "train" required) under `root`, in a directory named after their
-  digest, and returns that directory. The same arrays are written once; the directory appears whole
-  (written beside it, then renamed), so a crash never leaves half of it.
+  """Writes `splits` (name -> `Split`, "train" required) to `directory_of(root, ...)` and returns it.
+
+  The same arrays are written once; the directory appears whole (written beside it, then renamed), so
+  a crash never leaves half of it.
   """
-  directory = os.path.join(os.path.abspath(root), digest(splits, num_classes))
+  directory = directory_of(root, splits, num_classes)
   if os.path.exists(os.path.join(directory, INDEX_FILE)):
     return directory
   files.make_dir(root, "Data directory")

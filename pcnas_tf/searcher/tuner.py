@@ -152,14 +152,16 @@ class PCNASTuner(keras_tuner.Tuner):
       raise errors.UserError(f"search() takes no {', '.join(unknown)}; allowed: x, y, "
                              f"{', '.join(_SEARCH_KEYWORDS)} (search settings go to PCNASTuner(...)).")
     with keyword_errors():
-      config = self._search_config(x, y, validation_data, validation_split, epochs, options)
+      config, write_data = self._search_config(x, y, validation_data, validation_split, epochs, options)
       self._check_project(config)
+      write_data()
       self.config = config
       self.result = search_lib.run_search(config, self.project_dir, progress=options.get("verbose", 1) != 0,
                                           oracle=self.oracle)
     self._adopt(self.result)
 
   def _search_config(self, x, y, validation_data, validation_split, epochs, options):
+    """(the search's config, what writes its in-memory data): every check, nothing written yet."""
     config = dataclasses.replace(self.config, **_epochs(self.config, self.space, epochs))
     validation = _validation(validation_data, validation_split, isinstance(x, str))
     data = dict(resolution=options.get("resolution"), validation=validation, seed=config.seed,
@@ -171,7 +173,7 @@ class PCNASTuner(keras_tuner.Tuner):
       channels = options.get("channels") or 3
       return dataclasses.replace(config, data=data_config.DataConfig(
           dataset=x, data_dir=options.get("data_dir") or data_config.DEFAULT_DATA_DIR,
-          channels=channels, **data))
+          channels=channels, **data)), lambda: None
     splits = _in_memory(x, y, validation_data, options.get("num_classes"), options.get("resolution"))
     num_classes = arrays_lib.classes_of(splits, options.get("num_classes"))
     for name, split in splits.items():
@@ -182,8 +184,10 @@ class PCNASTuner(keras_tuner.Tuner):
     # Every check the data allows, on the arrays in memory, before anything is written.
     search_config.check_splits(config, data_sources.load_arrays(splits, num_classes, memory,
                                                                 self.space.total_stride))
-    directory = arrays_lib.write(os.path.join(self.project_dir, DATA_DIR), splits, num_classes)
-    return dataclasses.replace(config, data=dataclasses.replace(memory, data_dir=directory))
+    root = os.path.join(self.project_dir, DATA_DIR)
+    directory = arrays_lib.directory_of(root, splits, num_classes)
+    return (dataclasses.replace(config, data=dataclasses.replace(memory, data_dir=directory)),
+            lambda: arrays_lib.write(root, splits, num_classes))
 
   def _check_project(self, config):
     """Refuses a project holding a search of other settings, in the tuner's words (search_main's
@@ -314,8 +318,9 @@ def _settings_config(space, width, settings: dict) -> search_config.SearchConfig
   """The `SearchConfig` of a tuner's keywords (its data set later), validated."""
   unknown = sorted(set(settings) - set(SETTINGS) - set(OPTIMIZER_SETTINGS))
   if unknown:
+    allowed = ("space", "width") + SETTINGS + OPTIMIZER_SETTINGS + ("directory", "project_name", "overwrite")
     raise errors.UserError(f"PCNASTuner takes no setting {', '.join(map(repr, unknown))}; allowed: "
-                           f"{', '.join(SETTINGS + OPTIMIZER_SETTINGS)}.")
+                           f"{', '.join(allowed)}.")
   if isinstance(settings["budget"], (int, float)) and not isinstance(settings["budget"], bool):
     settings["budget"] = repr(settings["budget"])
   for name, value in settings.items():
