@@ -19,7 +19,7 @@ __all__ = ["PCNASTuner", "SearchSpace", "LayerSpec"]
 def __getattr__(name):
   if name == "PCNASTuner":
     from pcnas_tf import console  # pylint: disable=g-import-not-at-top
-    console.quiet_startup([])  # TensorFlow's start-up lines would fill a notebook's first cell
+    console.quiet_library()  # TensorFlow's start-up lines would fill a notebook's first cell
     from pcnas_tf.searcher import tuner  # pylint: disable=g-import-not-at-top
     return tuner.PCNASTuner
   if name in ("SearchSpace", "LayerSpec"):
