@@ -325,6 +325,7 @@ def _settings_config(space, width, settings: dict) -> search_config.SearchConfig
     settings["budget"] = repr(settings["budget"])
   for name, value in settings.items():
     _check_type(name, value)
+  errors.check_at_least(settings["seed"], 0, "Seed (seed)")
   optimizer = optimizer_config.OptimizerConfig(**{name: settings.pop(name) for name in OPTIMIZER_SETTINGS
                                                   if name in settings})
   return search_config.SearchConfig(**_space_fields(space, width), optimizer=optimizer,

@@ -224,6 +224,7 @@ def test_importing_the_package_imports_no_tensorflow():
     (dict(budget="cheap"), r"cheap"),
     (dict(space=42), r"^space=42 is not allowed; give small, large, macro, a SearchSpace, or its JSON"),
     (dict(space="tiny"), r"^Unknown search space 'tiny'; allowed: small, large, macro"),
+    (dict(seed=-1), r"^Seed \(seed\) is -1; it must be at least 0\.$"),
     (dict(learning_rate=-1.0), r"^Learning rate \(learning_rate\) is -1\.0; it must be > 0\.$"),
 ])
 def test_bad_settings_are_refused(tmp_path, change, message):
