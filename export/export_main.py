@@ -83,5 +83,10 @@ def main(argv) -> None:
     print(name, json.dumps({key: entry[key] for key in ("parity", "latency") if key in entry}))
 
 
-if __name__ == "__main__":
+def run():
+  """The console script (`pip install .`): as `python -m export.export_main`."""
   app.run_main(main)
+
+
+if __name__ == "__main__":
+  run()

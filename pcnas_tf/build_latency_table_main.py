@@ -68,5 +68,10 @@ def main(argv):
         f"RMSE {fit['cv_rmse_ms']} ms over {fit['networks']} networks).")
 
 
-if __name__ == "__main__":
+def run():
+  """The console script (`pip install .`): as `python -m pcnas_tf.build_latency_table_main`."""
   app.run_main(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -6,6 +6,8 @@ rebuild hint), and LiteRT prints "Created TensorFlow Lite XNNPACK delegate" at i
 They come from native code before `TF_CPP_MIN_LOG_LEVEL` applies (absl's pre-initialisation log), so
 the only way to hold them back is to point file descriptor 2 elsewhere while that code runs. Binaries
 call `quiet_startup()` before importing TensorFlow; `--verbose` (or PCNAS_VERBOSE=1) keeps it all.
+`pcnas_tf.PCNASTuner` calls `quiet_library()` (in a notebook, whose kernel shows file descriptor 2
+too), which also keeps TensorFlow's INFO records ("Assets written to ...") off.
 What the silenced code printed is replayed if it raises, so a real failure is never hidden.
 """
 
@@ -61,3 +63,12 @@ def quiet_startup(argv=None) -> None:
   with native_stderr_held():
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.config.list_physical_devices()
+
+
+def quiet_library() -> None:
+  """`quiet_startup` for code that imports the library, not a binary: no command line to read (only
+  PCNAS_VERBOSE=1), and TensorFlow's Python logger at WARNING (a binary sets absl's verbosity)."""
+  quiet_startup([])
+  if not _state["verbose"]:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top  (imported above)
+    tf.get_logger().setLevel("WARNING")

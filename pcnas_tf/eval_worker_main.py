@@ -51,5 +51,10 @@ def main(argv):
   worker.run()
 
 
-if __name__ == "__main__":
+def run():
+  """The console script (`pip install .`): as `python -m pcnas_tf.eval_worker_main`."""
   app.run_main(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -94,7 +94,12 @@ def main(argv):
         f"networks with two seeds: Kendall {ceiling['kendall']:.3f} (top 10%: {ceiling['kendall_top']:.3f})")
 
 
-if __name__ == "__main__":
+def run():
+  """The console script (`pip install .`): as `python -m pcnas_tf.ground_truth_main`."""
   if len(sys.argv) == 1 and os.path.exists(_DEFAULT_FLAGFILE):
     sys.argv.append(f"--flagfile={_DEFAULT_FLAGFILE}")
   app.run_main(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -60,6 +60,11 @@ def main(argv):
   print(json.dumps(result))
 
 
-if __name__ == "__main__":
+def run():
+  """The console script (`pip install .`): as `python -m pcnas_tf.pipeline_main`."""
   search_flags.use_default_flagfile("demo.cfg", "retrain_demo.cfg")
   app.run_main(main)
+
+
+if __name__ == "__main__":
+  run()

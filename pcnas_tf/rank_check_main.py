@@ -46,6 +46,11 @@ def main(argv):
         f"{os.path.join(FLAGS.work_dir, rank_lib.PLOT_FILE)}")
 
 
-if __name__ == "__main__":
+def run():
+  """The console script (`pip install .`): as `python -m pcnas_tf.rank_check_main`."""
   search_flags.use_default_flagfile("rank_cpu.cfg")
   app.run_main(main)
+
+
+if __name__ == "__main__":
+  run()

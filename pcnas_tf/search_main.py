@@ -54,6 +54,11 @@ def main(argv):
   print(f"Results in {os.path.join(FLAGS.work_dir, search_lib.RESULT_FILE)}")
 
 
-if __name__ == "__main__":
+def run():
+  """The console script (`pip install .`): as `python -m pcnas_tf.search_main`."""
   search_flags.use_default_flagfile("demo.cfg")
   app.run_main(main)
+
+
+if __name__ == "__main__":
+  run()

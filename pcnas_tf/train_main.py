@@ -120,7 +120,12 @@ def main(argv):
         f"{os.path.join(FLAGS.work_dir, train_lib.MODEL_FILE)}")
 
 
-if __name__ == "__main__":
+def run():
+  """The console script (`pip install .`): as `python -m pcnas_tf.train_main`."""
   if len(sys.argv) == 1 and os.path.exists(_DEFAULT_FLAGFILE):
     sys.argv.append(f"--flagfile={_DEFAULT_FLAGFILE}")
   app.run_main(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -237,7 +237,9 @@ def check_validation_batches(splits: data_config.Splits, config: data_config.Dat
   count = min(num_batches, held // size)
   fix = (f"use at most {held} images in {_batches(count, size)} (--eval_batch_size={size} "
          f"--eval_batches={count})")
-  for larger_size in dict.fromkeys((batch_size, size)):  # the batch size asked for, if it can be
+  carved = not isinstance(config.validation, str)  # a named split has no size to change
+  held_by = "the validation carve-out" if carved else f"the validation split {config.validation!r}"
+  for larger_size in dict.fromkeys((batch_size, size)) if carved else ():  # the size asked for, if it can be
     larger = _validation_for(config, larger_size * num_batches, splits.num_train + held, min_train)
     if larger is not None and (larger_size, num_batches) != (size, count):
       fix += (f", or --validation={larger} for {num_batches} batch{'es' if num_batches > 1 else ''} "
@@ -245,7 +247,7 @@ def check_validation_batches(splits: data_config.Splits, config: data_config.Dat
       break
   raise data_config.DataError(f"Validation batch size {batch_size} x {num_batches} "
                   f"batch{'es' if num_batches > 1 else ''} needs {batch_size * num_batches} images "
-                  f"but the validation carve-out holds {held}: {fix}.")
+                  f"but {held_by} holds {held}: {fix}.")
 
 
 def _batches(count: int, size: int) -> str:

@@ -12,6 +12,7 @@ DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST = "fashion_mnist"
 IMAGE_FOLDER = "image_folder"
+ARRAYS = "arrays"  # in-memory images written to a directory by `arrays.write`
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Fields that say where this machine keeps the data, not which data: two runs that differ only in these
 # used the same images (compared by the rank check and the ground-truth tables).
@@ -28,12 +29,14 @@ class DataConfig:
   """Where the images come from and how they are split and preprocessed.
 
   Attributes:
-    dataset: `fashion_mnist`, `image_folder`, or the name of a tfds dataset prepared under `data_dir`.
-    data_dir: the tfds data directory (prepared datasets; Fashion-MNIST is prepared here), or the root of
-      an image folder.
+    dataset: `fashion_mnist`, `image_folder`, `arrays`, or the name of a tfds dataset prepared under
+      `data_dir`.
+    data_dir: the tfds data directory (prepared datasets; Fashion-MNIST is prepared here), the root of
+      an image folder, or the directory `arrays.write` wrote.
     resolution: side of the square model input (>= 1); None keeps the native size (square images only).
     channels: 3 (grey images are repeated to RGB) or 1 (colour images are converted to grey).
-    validation: images carved out of the training split: a count (int) or a fraction in (0, 1).
+    validation: images carved out of the training split: a count (int) or a fraction in (0, 1); or the
+      name of a split of the source (str, e.g. "validation") that is the validation set as it is.
     seed: seeds the carve-out, shuffling and augmentation (>= 0).
     deterministic: keep element order fixed in parallel maps (slower); with it the same seed gives
       the same batches.
@@ -46,7 +49,7 @@ class DataConfig:
   data_dir: str = DEFAULT_DATA_DIR
   resolution: int | None = None
   channels: int = 3
-  validation: int | float = 5000
+  validation: int | float | str = 5000
   seed: int = 0
   deterministic: bool = False
   skip_corrupt: bool = False
@@ -68,6 +71,11 @@ class DataConfig:
                       f"native size.")
     if self.seed < 0:
       raise DataError(f"Seed {self.seed} must be >= 0.")
+    if isinstance(self.validation, str):
+      if not self.validation or self.validation == "train":
+        raise DataError(f"Validation split {self.validation!r} is not allowed; name a split other than "
+                        f"'train', or give a count or a fraction in (0, 1).")
+      return
     if isinstance(self.validation, float) and not 0 < self.validation < 1:
       raise DataError(f"Validation fraction {self.validation} must be in (0, 1).")
     if self.validation <= 0:

@@ -5,11 +5,14 @@ Sources (`DataConfig.dataset`):
     `data_dir` as the tfds dataset `fashion_mnist_local` (see `fashion_mnist.py`).
   * `image_folder`: a user's images in `data_dir/<split>/<label>/*.{jpg,jpeg,png}` via `tfds.ImageFolder`;
     `train` is required, `test` (or `val`, `validation`) is optional.
+  * `arrays`: in-memory images (NumPy arrays, a tf.data.Dataset) that `arrays.write` wrote to `data_dir`;
+    `load_arrays` reads them from memory the same way, without writing them.
   * any other name: a tfds dataset already prepared under `data_dir` (`cifar10`, `imagenet2012`, ...),
     read with downloads off.
 
 The search never sees the test split: `validation` is carved out of the training split, by count or
 fraction, with a seeded permutation, so train and validation are disjoint and the same for the same seed.
+A `validation` that names a split (e.g. "validation") takes that split whole instead.
 
   config = data_config.DataConfig(dataset="fashion_mnist", resolution=32, validation=5000, seed=0)
   splits = data_sources.load(config, min_resolution=space.total_stride)
@@ -22,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from pcnas_tf.data import arrays as arrays_lib
 from pcnas_tf.data import data_config
 
 _SMALL_IMAGE_SIDE = 64  # Up to this native side, pad-and-crop; above, random resized crop.
@@ -30,14 +34,19 @@ _SMALL_IMAGE_SIDE = 64  # Up to this native side, pad-and-crop; above, random re
 # Sources --------------------------------------------------------------------------------------------
 
 
+def _decode_encoded(encoded, channels: int):
+  return tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Source:
-  """Encoded examples of each split, read in a fixed order, with what `load` needs to know of them."""
-  splits: dict  # split name -> dataset of (encoded image bytes, int label)
+  """The examples of each split, read in a fixed order, with what `load` needs to know of them."""
+  splits: dict  # split name -> dataset of (image, int label), the image as `decode` takes it
   counts: dict  # split name -> examples
   num_classes: int
   native_size: tuple[int, int] | None
   skipped: int = 0
+  decode: object = _decode_encoded  # (image, channels) -> uint8 image of `channels` channels
 
 
 def load(config: data_config.DataConfig, min_resolution: int = 1) -> data_config.Splits:
@@ -56,32 +65,56 @@ def load(config: data_config.DataConfig, min_resolution: int = 1) -> data_config
     source = _fashion_mnist_source(config)
   elif config.dataset == data_config.IMAGE_FOLDER:
     source = _image_folder_source(config)
+  elif config.dataset == data_config.ARRAYS:
+    source = _arrays_source(*arrays_lib.read(config.root))
   else:
     source = _tfds_source(config)
+  return _splits(source, config, min_resolution)
+
+
+def load_arrays(splits: dict, num_classes: int, config: data_config.DataConfig,
+                min_resolution: int = 1) -> data_config.Splits:
+  """What `load` returns for these arrays (split name -> `arrays.Split`) once written; reads memory."""
+  return _splits(_arrays_source(splits, num_classes), config, min_resolution)
+
+
+def _splits(source: _Source, config: data_config.DataConfig, min_resolution: int) -> data_config.Splits:
   if "train" not in source.splits:
     raise data_config.DataError(f"Dataset {config.dataset!r} in {config.root} has no 'train' split; "
                     f"found: {', '.join(source.splits) or 'none'}.")
   resolution = _resolution(config, source.native_size, min_resolution)
-  num_train = source.counts["train"]
-  is_validation = _validation_mask(config, num_train)
-  num_validation = int(is_validation.sum())
-  test_name = next((name for name in data_config.TEST_SPLITS if name in source.splits), None)
+  (train, num_train), (validation, num_validation) = _train_and_validation(source, config)
+  test_name = next((name for name in data_config.TEST_SPLITS
+                    if name in source.splits and name != config.validation), None)
   small = source.native_size is not None and max(source.native_size) <= _SMALL_IMAGE_SIDE
   stored_size = (resolution, resolution) if small else source.native_size
   resize = small and source.native_size != stored_size
 
   def prepared(dataset, count):
-    return _decoded(dataset, config, count, stored_size, resolution if resize else None)
+    return _decoded(dataset, source.decode, config, count, stored_size, resolution if resize else None)
 
-  train_all = source.splits["train"]
   return data_config.Splits(
-      train=prepared(_carve(train_all, is_validation, False), num_train - num_validation),
-      validation=prepared(_carve(train_all, is_validation, True), num_validation),
+      train=prepared(train, num_train), validation=prepared(validation, num_validation),
       test=prepared(source.splits[test_name], source.counts[test_name]) if test_name else None,
       num_classes=source.num_classes, image_shape=(resolution, resolution, config.channels),
-      num_train=num_train - num_validation, num_validation=num_validation,
+      num_train=num_train, num_validation=num_validation,
       num_test=source.counts[test_name] if test_name else 0, native_size=source.native_size,
       small_images=small, skipped=source.skipped)
+
+
+def _train_and_validation(source: _Source, config: data_config.DataConfig):
+  """((train dataset, count), (validation dataset, count)): a seeded carve-out, or a named split."""
+  train_all, num_all = source.splits["train"], source.counts["train"]
+  if isinstance(config.validation, str):
+    if config.validation not in source.splits:
+      raise data_config.DataError(
+          f"Dataset {config.dataset!r} has no split {config.validation!r} to validate on; found: "
+          f"{', '.join(source.splits)}; name one of them, or give a count or a fraction to carve out.")
+    return (train_all, num_all), (source.splits[config.validation], source.counts[config.validation])
+  is_validation = _validation_mask(config, num_all)
+  num_validation = int(is_validation.sum())
+  return ((_carve(train_all, is_validation, False), num_all - num_validation),
+          (_carve(train_all, is_validation, True), num_validation))
 
 
 def _validation_mask(config: data_config.DataConfig, num_train: int) -> np.ndarray:
@@ -117,8 +150,9 @@ def _carve(dataset, is_validation: np.ndarray, validation: bool):
   return dataset.map(lambda index, example: example)
 
 
-def _decoded(dataset, config: data_config.DataConfig, count: int, stored_size, resolution: int | None):
-  """Decodes to uint8 with `config.channels` channels, resized to `resolution` unless None.
+def _decoded(dataset, decoder, config: data_config.DataConfig, count: int, stored_size,
+             resolution: int | None):
+  """Decodes to uint8 with `config.channels` channels (`decoder`), resized to `resolution` unless None.
 
   The split is cached in memory when its `stored_size` images fit in `config.cache_bytes`, so the
   decoding and resizing are done once, not every epoch.
@@ -126,7 +160,7 @@ def _decoded(dataset, config: data_config.DataConfig, count: int, stored_size, r
   channels = config.channels
 
   def decode(encoded, label):
-    image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+    image = decoder(encoded, channels)
     if resolution is not None:
       image = tf.saturate_cast(tf.round(resize(image, resolution)), tf.uint8)
     return image, tf.cast(label, tf.int32)
@@ -187,6 +221,30 @@ def _builder_source(builder, config: data_config.DataConfig) -> _Source:
   height, width = features[image_key].shape[:2]
   native_size = (height, width) if height and width else None
   return _Source(splits, counts, features[label_key].num_classes, native_size)
+
+
+# In-memory arrays -----------------------------------------------------------------------------------
+
+
+def _arrays_source(splits: dict, num_classes: int) -> _Source:
+  datasets = {name: tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+              for name, split in splits.items()}
+  sizes = {split.images.shape[1:3] for split in splits.values()}
+  return _Source(datasets, {name: len(split.labels) for name, split in splits.items()}, num_classes,
+                 sizes.pop() if len(sizes) == 1 else None, decode=_convert_channels)
+
+
+def _convert_channels(image, channels: int):
+  """A uint8 image with `channels` channels, as `tf.io.decode_image` converts a PNG: an alpha channel
+  dropped, grey repeated to RGB, RGB weighted to grey."""
+  if image.shape[-1] == 4:
+    image = image[..., :3]
+  if image.shape[-1] == channels:
+    return image
+  if channels == 3:
+    return tf.image.grayscale_to_rgb(image)
+  grey = tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))
+  return tf.saturate_cast(tf.round(grey), tf.uint8)
 
 
 # Image folders --------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-import tqdm
+from tqdm import auto as tqdm  # widgets in a notebook, text on a console
 
 from pcnas_tf import files
 from pcnas_tf import provenance
@@ -52,7 +52,7 @@ class Search:
   """One search run in a work directory. Use `run_search`."""
 
   def __init__(self, config: search_config.SearchConfig, work_dir: str, progress=True,
-               collective_timeout_s=strategy_lib.COLLECTIVE_TIMEOUT_S, serve=None):
+               collective_timeout_s=strategy_lib.COLLECTIVE_TIMEOUT_S, serve=None, oracle=None):
     self.config, self.work_dir, self.serve = config, work_dir, serve
     keras.utils.set_random_seed(config.seed)  # the supergraph's initial weights
     self.space = space_lib.get_space(config.space, config.width)
@@ -70,8 +70,11 @@ class Search:
         self.space, self.splits.image_shape, self.splits.num_classes, self.strategy, config.batch_size,
         optimizer.schedule(self.total_steps), optimizer.momentum, True, optimizer.weight_decay)
     self.num_choices = tuple(len(layer.choices) for layer in self.space.layers)
-    self.oracle = oracle_lib.PCNASOracle(self.num_choices, config.pool_size, seed=config.seed,
-                                         lease_timeout=serve.lease_timeout if serve else None)
+    self.oracle = oracle if oracle is not None else make_oracle(
+        config, self.space, serve.lease_timeout if serve else None)
+    if (self.oracle.num_choices, self.oracle.pool_size) != (self.num_choices, config.pool_size):
+      raise ValueError(f"The Oracle given keeps {self.oracle.pool_size} of {self.oracle.num_choices}; "
+                       f"this search {config.pool_size} of {self.num_choices}.")
     self.oracle._set_project_dir(self.out_dir, "oracle")  # pylint: disable=protected-access
     # Paths, completions and the Oracle's draws: one generator with the same seed and the same calls on
     # every task, so all tasks train the same path at every step without sending it (checked at each
@@ -384,6 +387,13 @@ class Search:
     return result
 
 
+def make_oracle(config: search_config.SearchConfig, space, lease_timeout=None) -> oracle_lib.PCNASOracle:
+  """The search's Oracle: P members of the pool over `space`'s mixops, seeded by the config."""
+  num_choices = tuple(len(layer.choices) for layer in space.layers)
+  return oracle_lib.PCNASOracle(num_choices, config.pool_size, seed=config.seed,
+                                lease_timeout=lease_timeout)
+
+
 def load_checked(config: search_config.SearchConfig, space, progress=True):
   """(data splits, `constraint.SearchConstraint`) of a search, after every check that needs them.
 
@@ -442,7 +452,7 @@ def prepare_work_dir(work_dir: str, config: search_config.SearchConfig, overwrit
 
 
 def run_search(config: search_config.SearchConfig, work_dir: str, overwrite=False, progress=True,
-               collective_timeout_s=strategy_lib.COLLECTIVE_TIMEOUT_S, serve=None) -> dict:
+               collective_timeout_s=strategy_lib.COLLECTIVE_TIMEOUT_S, serve=None, oracle=None) -> dict:
   """Runs (or resumes) a search in `work_dir` and returns the result written to search_result.json.
 
   Every check (settings, work directory, data sizes against the batch sizes, the budget against the
@@ -454,10 +464,14 @@ def run_search(config: search_config.SearchConfig, work_dir: str, overwrite=Fals
   `serve`: `remote_eval.ServeSettings` to have evaluation workers score the potentials; None scores
   them in this process. In a multi-worker run only the chief serves; the other training tasks score
   locally and then take the chief's pool.
+
+  `oracle`: the `PCNASOracle` to run the pool on (`make_oracle`'s, e.g. a `PCNASTuner`'s); None makes one.
+  It holds the search's state when this returns.
   """
   config.validate()
   return cluster_lib.run_job(
       work_dir, config.strategy == "multi_worker",
       lambda: check_work_dir(work_dir, config, overwrite),
-      lambda chief: Search(config, work_dir, progress, collective_timeout_s, serve if chief else None),
+      lambda chief: Search(config, work_dir, progress, collective_timeout_s, serve if chief else None,
+                           oracle),
       lambda: prepare_work_dir(work_dir, config, overwrite))

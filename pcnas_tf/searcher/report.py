@@ -1,9 +1,11 @@
-"""Pictures of a search: pool potentials and costs per interval, and the chosen architecture."""
+"""Pictures of a search: pool potentials and costs per interval, and the chosen architecture.
 
-import matplotlib
+Drawn on `matplotlib.figure.Figure`s, not through pyplot, so that drawing them leaves the backend of a
+notebook's own plots as it was.
+"""
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+from matplotlib import figure as figure_lib
+from matplotlib import patches
 
 from pcnas_tf.space import search_space as space_lib
 
@@ -15,7 +17,8 @@ def plot_search(result: dict, path: str) -> None:
   """Pool potentials per interval (left) and pool costs against the budget (right)."""
   intervals = result["intervals"]
   constraint = result["constraint"]
-  figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+  figure = figure_lib.Figure(figsize=(11, 4))
+  left, right = figure.subplots(1, 2)
   for record in intervals:
     x = record["interval"] + 1
     left.scatter([x] * len(record["pool_potentials"]), record["pool_potentials"], c="#4c72b0", s=14)
@@ -30,18 +33,18 @@ def plot_search(result: dict, path: str) -> None:
   right.legend()
   figure.tight_layout()
   figure.savefig(path, dpi=110)
-  plt.close(figure)
 
 
 def draw_architecture(space, arch, path: str) -> None:
   """One box per layer in the manner of the paper's Figure 3: width ~ kernel, height ~ expansion."""
-  figure, axis = plt.subplots(figsize=(max(6, 0.62 * len(arch) + 2), 3.2))
+  figure = figure_lib.Figure(figsize=(max(6, 0.62 * len(arch) + 2), 3.2))
+  axis = figure.subplots()
   for index, op in enumerate(arch):
     spec = space_lib.parse_op(op)
     height = 0.25 + 0.12 * spec.expand if spec.family != space_lib.IDENTITY else 0.2
     width = 0.25 + 0.07 * spec.kernel
-    axis.add_patch(plt.Rectangle((index - width / 2, -height / 2), width, height,
-                                 color=_FAMILY_COLOURS[spec.family]))
+    axis.add_patch(patches.Rectangle((index - width / 2, -height / 2), width, height,
+                                     color=_FAMILY_COLOURS[spec.family]))
     label = "Id" if spec.family == space_lib.IDENTITY else f"{spec.family[:2]}\nE{spec.expand} K{spec.kernel}"
     axis.text(index, -height / 2 - 0.08, label, ha="center", va="top", fontsize=7)
     if space.layers[index].stride == 2:
@@ -52,4 +55,3 @@ def draw_architecture(space, arch, path: str) -> None:
   axis.set_title(f"{space.name}: {space.arch_to_string(arch)}")
   figure.tight_layout()
   figure.savefig(path, dpi=110)
-  plt.close(figure)

@@ -270,12 +270,25 @@ def macro_space(width: float = 1.0) -> SearchSpace:
 SPACES = {"small": small_space, "large": large_space, "macro": macro_space}
 
 
+def spec_text(space: SearchSpace) -> str:
+  """`space` as one line of JSON, which `get_space` reads back: a config's `space` for a user's space."""
+  return json.dumps(space.to_json(), sort_keys=True, separators=(",", ":"))
+
+
 def get_space(name: str, width: float = 1.0) -> SearchSpace:
-  """Returns a built-in space by name, or loads a user's space from a JSON file path."""
+  """Returns a built-in space by name, or a user's space from a JSON file path or JSON text (`spec_text`).
+
+  The width applies to built-in spaces; a user's spec holds its channels as they are.
+  """
   if not width > 0:  # NaN too
     raise SpaceError(f"Width multiplier {width} must be > 0.")
   if name in SPACES:
     return SPACES[name](width)
+  if name.lstrip().startswith("{"):
+    try:
+      return SearchSpace.from_json(json.loads(name))
+    except json.JSONDecodeError as error:
+      raise SpaceError(f"Search-space JSON is not valid JSON: {error}.") from error
   if name.endswith(".json"):
     try:
       with open(name) as f:
@@ -284,4 +297,5 @@ def get_space(name: str, width: float = 1.0) -> SearchSpace:
       raise SpaceError(f"Cannot read search-space file {name!r}: {error.strerror}.") from error
     except json.JSONDecodeError as error:
       raise SpaceError(f"Search-space file {name!r} is not valid JSON: {error}.") from error
-  raise SpaceError(f"Unknown search space {name!r}; allowed: {', '.join(SPACES)} or a .json spec file.")
+  raise SpaceError(f"Unknown search space {name!r}; allowed: {', '.join(SPACES)}, a .json spec file or "
+                   f"JSON text.")

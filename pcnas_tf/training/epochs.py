@@ -8,7 +8,7 @@ import threading
 from typing import Callable
 
 import tensorflow as tf
-import tqdm
+from tqdm import auto as tqdm  # widgets in a notebook, text on a console
 
 from pcnas_tf import errors
 

@@ -58,21 +58,20 @@ def parse_arch(space, arch):
   return space.parse_arch(arch) if isinstance(arch, str) else space.validate_arch(arch)
 
 
-def inherit_from_search(search_dir: str, config, model: keras.Model) -> None:
-  """Copies the path of `config.arch` from the newest supergraph checkpoint of a search into `model`.
+def inherit_from_search(search_dir: str, space, arch, model: keras.Model) -> None:
+  """Copies the path of `arch` from the newest supergraph checkpoint of a search into `model`.
 
   Raises:
     UserError: if `search_dir` has no checkpoint; CheckpointMismatchError if the checkpoint's
-      supergraph is not of `config.space` (another space or width).
+      supergraph is not of `space` (another space or width).
   """
   directory = os.path.join(search_dir, "checkpoints")
   check_search_checkpoint(search_dir)
   found = checkpoint.latest(directory)
-  supergraph = supergraph_lib.Supergraph(config.space, model.input_shape[1:],
-                                         model.get_layer("head").num_classes)
+  supergraph = supergraph_lib.Supergraph(space, model.input_shape[1:], model.get_layer("head").num_classes)
   checkpoint.assign(checkpoint.named(supergraph.variables, checkpoint.SUPERGRAPH), found[0], directory,
                     "the supergraph of this architecture's space")
-  model_lib.inherit_weights(supergraph, config.arch, model)
+  model_lib.inherit_weights(supergraph, arch, model)
 
 
 def check_search_checkpoint(search_dir: str) -> None:

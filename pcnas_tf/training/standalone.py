@@ -143,7 +143,8 @@ class Training:
   def run(self) -> dict:
     self.writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "tensorboard"))
     if not self._restore() and self.config.init_from_supergraph:
-      from_search.inherit_from_search(self.config.init_from_supergraph, self.config, self.model)
+      from_search.inherit_from_search(self.config.init_from_supergraph, self.config.space, self.config.arch,
+                                      self.model)
     while self.epoch < self.config.epochs:
       self._train_epoch()
     return self._finish()

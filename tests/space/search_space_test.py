@@ -35,6 +35,12 @@ def test_json_round_trip(name, tmp_path):
   path.write_text(json.dumps(space.to_json()))
   loaded = space_lib.get_space(str(path))
   assert loaded == space and loaded.fingerprint() == space.fingerprint()
+  assert space_lib.get_space(space_lib.spec_text(space)) == space  # a config's `space` as JSON text
+
+
+def test_json_text_that_is_not_json_is_a_clear_error():
+  with pytest.raises(space_lib.SpaceError, match="^Search-space JSON is not valid JSON: "):
+    space_lib.get_space('{"name": "x",')
 
 
 def test_fingerprint_differs_between_spaces_and_widths():

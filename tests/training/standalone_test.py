@@ -104,7 +104,7 @@ def test_supergraph_weights_are_inherited_for_the_architecture(config, tmp_path)
   checkpoint.save(str(tmp_path / "checkpoints"), 1,
                   {**arrays, checkpoint.ITERATIONS: np.array(7), "optimizer/momentum/x": np.zeros(3)}, {})
   model = train_lib.model_lib.build_model(ARCH, SPACE, (8, 8, 3), 10)
-  from_search.inherit_from_search(str(tmp_path), config, model)
+  from_search.inherit_from_search(str(tmp_path), config.space, config.arch, model)
   images = tf.random.stateless_normal((2, 8, 8, 3), seed=(1, 2))
   expected = supergraph(images, tf.constant(SPACE.indices(ARCH)), training=False)
   np.testing.assert_allclose(model(images, training=False), expected, rtol=1e-5)
@@ -126,7 +126,7 @@ def test_supergraph_checkpoint_of_another_space_is_refused(config, tmp_path):
   checkpoint.save(str(tmp_path / "checkpoints"), 1, arrays, {})
   model = train_lib.model_lib.build_model(ARCH, SPACE, (8, 8, 3), 10)
   with pytest.raises(checkpoint.CheckpointMismatchError, match=r"does not fit .* another"):
-    from_search.inherit_from_search(str(tmp_path), config, model)
+    from_search.inherit_from_search(str(tmp_path), config.space, config.arch, model)
 
 
 def test_training_checkpoint_of_another_architecture_is_refused(config, tmp_path):
