@@ -213,6 +213,10 @@ def _export(exported) -> str:
   rows = []
   for name, entry in exported["formats"].items():
     latency = entry.get("latency", {})
+    if "path" not in entry:  # the Keras model: the reference the exports are checked against
+      rows.append((name, "model.keras (the reference)", "", _number(latency.get("min_ms")),
+                   _number(latency.get("median_ms"))))
+      continue
     rows.append((name, entry["path"], "ok" if entry.get("parity_ok") else entry.get("parity_failure"),
                  _number(latency.get("min_ms")), _number(latency.get("median_ms"))))
   return (f"<p>{_e(exported['arch_string'])}, input {_e(exported['input_contract'])}, timed at batch "
