@@ -38,8 +38,8 @@ flags.DEFINE_float("retrain_label_smoothing", _DEFAULTS.label_smoothing, "Retrai
 flags.DEFINE_boolean("retrain_se", _DEFAULTS.se, "Add squeeze-and-excitation when retraining (the "
                      "searched space has none, so the budget was met without it).")
 flags.DEFINE_integer("retrain_pool_members", _DEFAULTS.pool_members,
-                     "Retrain, test and time this many of the final pool's best (the chosen network first; "
-                     "the others are exported to LiteRT only, to be timed) (1 to --pool_size).")
+                     "Retrain, test and time this many of the final pool's best (the chosen network "
+                     "first; the others are exported to LiteRT only, to be timed) (1 to --pool_size).")
 flags.DEFINE_integer("latency_runs", 40, "Timed runs of the exported LiteRT model, whose minimum counts "
                      "(>= 1).")
 FLAGS = flags.FLAGS

@@ -21,6 +21,7 @@ import json
 import os
 
 from pcnas_tf import files
+from pcnas_tf.report import figures
 from pcnas_tf.space import search_space as space_lib
 
 REPORT_FILE = "report.html"
@@ -109,8 +110,9 @@ def _settings(search: dict) -> str:
                     f"{search['space']['width']})"),
           ("input", f"{search.get('input_shape')}, {search.get('num_classes')} classes, data "
                     f"{config['data'].get('dataset')}"),
-          ("constraint", f"{constraint['kind']}, budget {constraint['budget']:.6g} {constraint['unit']} "
-                         f"(the space spans {constraint['min']:.6g} to {constraint['max']:.6g}; "
+          ("constraint", f"{constraint['kind']}, budget {_quantity(constraint['budget'], constraint)} (the "
+                         f"space spans {_quantity(constraint['min'], constraint)} to "
+                         f"{_quantity(constraint['max'], constraint)}; "
                          f"{constraint['feasible_architectures']} architectures feasible)"),
           ("search", f"training {config['training']}, search {config['search']}, pool "
                      f"P={config['pool_size']}, samples S={config['num_samples']}, warm-up "
@@ -148,13 +150,13 @@ def _intervals(work_dir, search) -> str:
   parts = [_picture(work_dir, SEARCH_PNG, "pool potentials and costs per interval")]
   for record in intervals:
     costs = record.get("pool_costs") or [None] * len(record["pool"])
-    rows = [(rank, space_lib.path_to_string(member), _ops(space, member), _number(potential), _number(cost))
+    rows = [(rank, space_lib.path_to_string(member), _ops(space, member), _number(potential),
+             _quantity(cost, constraint))
             for rank, (member, potential, cost) in enumerate(zip(record["pool"], record["pool_potentials"],
                                                                  costs))]
     parts.append(f"<h3>Mixop {record['interval'] + 1}: {len(record['candidates'])} candidates scored, "
                  f"pool of {len(record['pool'])}</h3>")
-    parts.append(_table(("rank", "partial", "operators", "potential",
-                         f"cheapest completion ({constraint['unit']})"), rows))
+    parts.append(_table(("rank", "partial", "operators", "potential", "cheapest completion"), rows))
   return "".join(parts)
 
 
@@ -162,10 +164,10 @@ def _chosen(work_dir, search) -> str:
   chosen = search.get("chosen")
   if not chosen:
     return _pending("the search has not finished")
-  key, unit = search["constraint"]["prediction_key"], search["constraint"]["unit"]
+  constraint = search["constraint"]
   rows = [("architecture", f"{chosen['arch_string']}: {', '.join(chosen['arch'])}"),
           ("potential", _number(chosen["potential"])),
-          (f"predicted {search['constraint']['kind']}", f"{_number(chosen[key])} {unit}"),
+          (f"predicted {constraint['kind']}", _quantity(chosen[constraint["prediction_key"]], constraint)),
           ("params", f"{chosen['params']:,}"), ("FLOPs", f"{chosen['flops']:,}")]
   return _picture(work_dir, CHOSEN_PNG, "the chosen network, Figure 3 style") + _table(("", ""), rows)
 
@@ -197,12 +199,13 @@ def _latency_table(work_dir, search, exported) -> str:
 def _retrained(work_dir, search, retrained) -> str:
   if not retrained:
     return _pending("no network retrained yet")
-  key = search["constraint"]["prediction_key"]
+  constraint = search["constraint"]
   rows = [(m["rank"], m["arch_string"], _number(m.get("test_top1")), _number(m.get("measured_latency_ms")),
-           _number(m.get(key)), _number(m.get("potential")), f"{m['params']:,}", f"{m['flops']:,}")
+           _quantity(m.get(constraint["prediction_key"]), constraint), _number(m.get("potential")),
+           f"{m['params']:,}", f"{m['flops']:,}")
           for m in retrained]
   headers = ("pool rank", "architecture", "test top-1", "measured latency (ms)",
-             f"predicted ({search['constraint']['unit']})", "potential", "params", "FLOPs")
+             f"predicted {constraint['kind']}", "potential", "params", "FLOPs")
   picture = _picture(work_dir, RETRAINED_FRONT_PNG, "test accuracy against measured latency")
   return picture + _table(headers, rows)
 
@@ -286,6 +289,10 @@ def _is_number(text) -> bool:
 
 def _pending(text) -> str:
   return f'<p class="pending">{_e(text)}.</p>'
+
+
+def _quantity(value, constraint) -> str:
+  return "n/a" if value is None else figures.quantity(value, constraint["unit"])
 
 
 def _number(value) -> str:

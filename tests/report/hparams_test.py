@@ -38,7 +38,8 @@ def read_sessions(log_dir):
     if metadata.EXPERIMENT_TAG in tags:
       experiment = metadata.parse_experiment_plugin_data(tags[metadata.EXPERIMENT_TAG].plugin_content)
     if metadata.SESSION_START_INFO_TAG in tags:
-      info = metadata.parse_session_start_info_plugin_data(tags[metadata.SESSION_START_INFO_TAG].plugin_content)
+      content = tags[metadata.SESSION_START_INFO_TAG].plugin_content
+      info = metadata.parse_session_start_info_plugin_data(content)
       sessions[run] = {"hparams": {name: getattr(value, value.WhichOneof("kind"))
                                    for name, value in info.hparams.items()}, "metrics": {}}
   scalars = provider.read_scalars(ctx, experiment_id="", plugin_name="scalars", downsample=1000)
@@ -67,7 +68,8 @@ def test_one_session_per_scored_candidate_with_its_values(searched):
   for record in result["intervals"]:
     for candidate, potential, costs in zip(record["candidates"], record["potentials"],
                                            record["candidate_costs"]):
-      expected[hparams.candidate_session(record["interval"], candidate)] = (record, candidate, potential, costs)
+      session = hparams.candidate_session(record["interval"], candidate)
+      expected[session] = (record, candidate, potential, costs)
   assert set(sessions) == set(expected)
   assert len(sessions) == sum(len(r["candidates"]) for r in result["intervals"]) == 3 + 6 + 4
   assert any(math.isnan(e[2]) for e in expected.values())  # both kinds of candidate are checked
@@ -139,7 +141,8 @@ def test_tensorboard_serves_the_candidates_in_its_hparams_plugin(searched, tmp_p
   tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
   log = open(tmp_path / "tensorboard.log", "w")
   server = subprocess.Popen([tensorboard, f"--logdir={os.path.join(work_dir, 'tensorboard')}",
-                             "--host=127.0.0.1", f"--port={port}", "--load_fast=false", "--reload_interval=1"],
+                             "--host=127.0.0.1", f"--port={port}", "--load_fast=false",
+                             "--reload_interval=1"],
                             stdout=log, stderr=subprocess.STDOUT)
   deadline, groups = time.monotonic() + SERVER_TIMEOUT_S, None
   try:
@@ -160,8 +163,10 @@ def test_tensorboard_serves_the_candidates_in_its_hparams_plugin(searched, tmp_p
       server.kill()
       server.wait()
     log.close()
-  assert groups is not None and groups["totalSize"] == expected, (tmp_path / "tensorboard.log").read_text()[-2000:]
+  log_tail = (tmp_path / "tensorboard.log").read_text()[-2000:]
+  assert groups is not None and groups["totalSize"] == expected, log_tail
   names = {group["name"] for group in groups["sessionGroups"]}
-  assert names == {hparams.candidate_session(r["interval"], c) for r in result["intervals"] for c in r["candidates"]}
+  assert names == {hparams.candidate_session(r["interval"], c)
+                   for r in result["intervals"] for c in r["candidates"]}
   assert {hparams.mixop_hparam(i) for i in range(3)} <= {h["name"] for h in experiment["hparamInfos"]}
   assert hparams.POTENTIAL in {m["name"]["tag"] for m in experiment["metricInfos"]}

@@ -20,7 +20,8 @@ from tests import helpers as testing
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed (Debian package `chromium`; `make setup` installs it)")
+    CHROMIUM is None,
+    reason="chromium is not installed (the Debian package `chromium`; `make setup` installs it)")
 CHROMIUM_TIMEOUT_S = 120
 WINDOW = (1200, 2400)
 # Set on <body> by the probe once the page has loaded: how many pictures the browser could not decode.
@@ -41,7 +42,8 @@ def _later_stages(result):
   key = result["constraint"]["prediction_key"]
   retrained = tuple({"rank": rank, "arch": m["arch"], "arch_string": m["arch_string"],
                      "potential": m["potential"], "test_top1": 0.61 + 0.01 * rank,
-                     "measured_latency_ms": 1.5 + rank, key: m[key], "params": m["params"], "flops": m["flops"]}
+                     "measured_latency_ms": 1.5 + rank, key: m[key], "params": m["params"],
+                     "flops": m["flops"]}
                     for rank, m in enumerate(result["final_pool"]))
   chosen = retrained[0]
   exported = {"arch_string": chosen["arch_string"], "batch": 16, "predicted_latency_ms": None,
@@ -131,8 +133,8 @@ def test_chromium_shows_the_page_without_console_errors_and_a_screenshot_holds_i
   assert re.findall(r'<section id="([^"]+)"', dom) == list(page.SECTIONS)
   assert 'data-broken-images="0"' in dom and dom.count("<img ") == 4  # and the retrained networks' front
   screenshot = tmp_path / "report.png"
-  _, console = _chromium(str(tmp_path), f"--screenshot={screenshot}", f"--window-size={WINDOW[0]},{WINDOW[1]}",
-                         f"file://{os.path.abspath(path)}")
+  _, console = _chromium(str(tmp_path), f"--screenshot={screenshot}",
+                         f"--window-size={WINDOW[0]},{WINDOW[1]}", f"file://{os.path.abspath(path)}")
   print(f"screenshot of {path}: {screenshot}")
   assert console == []
   pixels = mpimg.imread(str(screenshot))[..., :3]
