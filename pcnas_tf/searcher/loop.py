@@ -51,6 +51,10 @@ from pcnas_tf.training import epochs
 from pcnas_tf.training import supergraph_trainer as trainer_lib
 
 RESULT_FILE = "search_result.json"
+# At most this share of a search's time goes to redrawing its pictures before the end (`_report`).
+PICTURE_SHARE = 0.02
+
+
 class Search:
   """One search run in a work directory. Use `run_search`."""
 
@@ -89,6 +93,7 @@ class Search:
     self.writer = None  # created by `run`: nothing is written before every check has passed
     self._iterator = None
     self._potential_evaluator = None
+    self._pictures_at, self._pictures_s = 0.0, 0.0  # when the pictures were last drawn, and in how long
 
   # Main loop ----------------------------------------------------------------------------------------
 
@@ -419,18 +424,26 @@ class Search:
 
   def _report(self, write, result=None):
     """Runs `write` (HParams, pictures), redraws the search's pictures and rewrites report.html with
-    `result` (default: the search so far). Only the chief writes these; the time goes to
-    `timings["report_s"]`."""
+    `result` (the final result; default: the search so far). Only the chief writes these; the time
+    goes to `timings["report_s"]`.
+
+    Before the end, the pictures are redrawn only once the last drawing is `PICTURE_SHARE` of the
+    time since: a tiny search scores an interval in a second, and a picture takes a few tenths.
+    """
     if not self.task.is_chief:
       return
     start = time.time()
     write()
-    result = result or self._result_so_far()
+    if result is not None or start - self._pictures_at >= self._pictures_s / PICTURE_SHARE:
+      self._draw_search(result or self._result_so_far())
+      self._pictures_at, self._pictures_s = time.time(), time.time() - start
+    page.write_report(self.out_dir, page.Run(result or self._result_so_far()))
+    self.timings["report_s"] += time.time() - start
+
+  def _draw_search(self, result):
     if self.oracle.history:  # EA and random search on a One-Shot supergraph have no intervals
       figures.plot_search(result, os.path.join(self.out_dir, page.SEARCH_PNG))
     figures.plot_search_front(result, os.path.join(self.out_dir, page.SEARCH_FRONT_PNG))
-    page.write_report(self.out_dir, page.Run(result))
-    self.timings["report_s"] += time.time() - start
 
 
 def load_checked(config: search_config.SearchConfig, space, progress=True):

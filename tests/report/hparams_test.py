@@ -1,6 +1,7 @@
 """Tests of the HParams sessions: read back through TensorBoard's own data API and served by a real
 `tensorboard --logdir` on 127.0.0.1."""
 
+import contextlib
 import json
 import math
 import os
@@ -134,18 +135,30 @@ def _session_groups(port):
       "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
 
 
+@contextlib.contextmanager
+def _tensorboard(log_dir, port, log_path):
+  """`tensorboard --logdir` on 127.0.0.1:`port` only, stopped (killed if need be) on leaving."""
+  with open(log_path, "w") as log:
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", f"--logdir={log_dir}",
+                               "--host=127.0.0.1", f"--port={port}", "--load_fast=false",
+                               "--reload_interval=1"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+      yield server
+    finally:
+      server.terminate()
+      try:
+        server.wait(timeout=20)
+      except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def test_tensorboard_serves_the_candidates_in_its_hparams_plugin(searched, tmp_path):
   work_dir, result = searched
   expected = sum(len(r["candidates"]) for r in result["intervals"])
-  port = testing.free_port()
-  tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
-  log = open(tmp_path / "tensorboard.log", "w")
-  server = subprocess.Popen([tensorboard, f"--logdir={os.path.join(work_dir, 'tensorboard')}",
-                             "--host=127.0.0.1", f"--port={port}", "--load_fast=false",
-                             "--reload_interval=1"],
-                            stdout=log, stderr=subprocess.STDOUT)
-  deadline, groups = time.monotonic() + SERVER_TIMEOUT_S, None
-  try:
+  port, groups = testing.free_port(), None
+  with _tensorboard(os.path.join(work_dir, "tensorboard"), port, tmp_path / "tensorboard.log") as server:
+    deadline = time.monotonic() + SERVER_TIMEOUT_S
     while time.monotonic() < deadline and server.poll() is None:
       try:
         groups = _session_groups(port)
@@ -155,14 +168,6 @@ def test_tensorboard_serves_the_candidates_in_its_hparams_plugin(searched, tmp_p
         pass  # not listening yet, or the logdir not loaded yet
       time.sleep(0.5)
     experiment = _post(port, "experiment", {"experimentName": ""})
-  finally:
-    server.terminate()
-    try:
-      server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-      server.kill()
-      server.wait()
-    log.close()
   log_tail = (tmp_path / "tensorboard.log").read_text()[-2000:]
   assert groups is not None and groups["totalSize"] == expected, log_tail
   names = {group["name"] for group in groups["sessionGroups"]}
