@@ -101,24 +101,33 @@ def search_points(result: dict) -> dict:
 
 
 def plot_search_front(result: dict, path: str) -> None:
-  """Potential against predicted cost of every scored candidate, the front of the whole networks
-  scored in the last interval, the final pool, the chosen network and the budget."""
+  """Potential against predicted cost of every scored candidate (left), and the whole networks scored
+  in the last interval (right, once there is one): their front, the final pool, the chosen network,
+  the budget."""
   points, constraint = search_points(result), result["constraint"]
-  figure = Figure(figsize=(8.5, 5.2), layout="constrained")
-  axis = figure.subplots()
+  whole = bool(points["networks"])
+  figure = Figure(figsize=(13.5 if whole else 8.5, 5.4), layout="constrained")
+  axes = figure.subplots(1, 2 if whole else 1, squeeze=False)[0]
   if points["earlier"]:
     cost, potential, interval = zip(*points["earlier"])
-    shown = axis.scatter(cost, potential, c=interval, cmap=colormaps["viridis"], vmin=1,
-                         vmax=max(2, max(interval)), s=16, alpha=0.6, linewidths=0,
-                         label="candidates: partial models (completions' mean)")
-    figure.colorbar(shown, ax=axis, label="mixop decided", ticks=range(1, max(interval) + 1), shrink=0.8)
-  _draw_networks(axis, [(c, p) for c, p, _ in points["networks"]], "whole networks of the last interval")
-  _draw_pool(axis, points["pool"], points["chosen"])
-  _draw_budget(axis, constraint["budget"], constraint["unit"])
-  axis.set(xlabel=_cost_label(constraint), ylabel="potential (validation accuracy)",
-           title="Search: potential against predicted cost")
-  _cost_axis(axis, constraint["unit"])
-  _finish_axis(axis)
+    shown = axes[0].scatter(cost, potential, c=interval, cmap=colormaps["viridis"], vmin=1,
+                            vmax=max(2, max(interval)), s=16, alpha=0.5, linewidths=0,
+                            label="candidates: partial models (their completions' mean)")
+    figure.colorbar(shown, ax=axes[0], label="mixop decided", ticks=range(1, max(interval) + 1), shrink=0.8)
+  for axis, legend in zip(axes, (True, False)):
+    _draw_networks(axis, [(c, p) for c, p, _ in points["networks"]], "whole networks (the last interval)",
+                   legend)
+    _draw_pool(axis, points["pool"], points["chosen"], legend)
+    _draw_budget(axis, constraint["budget"], constraint["unit"], legend)
+    axis.set(xlabel=_cost_label(constraint), ylabel="potential (validation accuracy)")
+    _cost_axis(axis, constraint["unit"])
+    axis.grid(alpha=0.3)
+  axes[0].set_title("Every scored candidate")
+  if whole:
+    axes[1].set_title("The last interval's whole networks")
+    _label(axes[1], points["pool"])
+  figure.suptitle(f"Search: potential against predicted {constraint['kind']}")
+  _legend_below(figure, axes[0])
   save(figure, path)
 
 
@@ -129,63 +138,85 @@ def plot_retrained_front(members, constraint: dict, path: str) -> None:
   `measured_latency_ms` (None if not measured) and the predicted cost."""
   key = constraint["prediction_key"]
   latency = constraint["kind"] == "latency"
-  figure = Figure(figsize=(8.5, 5.2), layout="constrained")
+  figure = Figure(figsize=(8.5, 5.4), layout="constrained")
   axis = figure.subplots()
   points = []
   for member in members:
     measured = member.get("measured_latency_ms")
     x = measured if measured is not None else (member[key] if latency else math.nan)
-    points.append((x, member["test_top1"], member["arch_string"]))
+    points.append((x, member["test_top1"], f"{member['rank']}: {member['arch_string']}"))
     if latency and measured is not None:
       axis.plot([member[key], measured], [member["test_top1"]] * 2, c=GREY, lw=0.8, zorder=1)
       axis.scatter([member[key]], [member["test_top1"]], s=36, facecolors="none", edgecolors=GREY,
-                   zorder=2, label="predicted by the table" if member is members[0] else None)
-  _draw_networks(axis, [(x, y) for x, y, _ in points], "retrained pool members")
+                   zorder=2, label="as the table predicted" if member is members[0] else None)
+  _draw_networks(axis, [(x, y) for x, y, _ in points], "retrained pool members (measured)")
   _draw_pool(axis, [], points[:1])
+  _label(axis, points)
   if latency:
     _draw_budget(axis, constraint["budget"], constraint["unit"])
-  axis.set(xlabel="measured latency (ms), exported LiteRT model", ylabel="test top-1",
+  axis.set(xlabel="latency (ms): the exported LiteRT model, measured", ylabel="test top-1",
            title="After retraining: test accuracy against measured latency")
-  _finish_axis(axis)
+  axis.grid(alpha=0.3)
+  _legend_below(figure, axis)
   save(figure, path)
 
 
-def _draw_networks(axis, points, label):
+def _draw_networks(axis, points, label, legend=True):
   if not points:
     return
   cost, accuracy = zip(*points)
   axis.scatter(cost, accuracy, s=30, c=NAVY, marker="D", edgecolors="white", linewidths=0.6, zorder=3,
-               label=label)
+               label=label if legend else None)
   front = [points[i] for i in front_lib.non_dominated(points)]
   if front:
     x, y = zip(*front)
-    axis.step(x, y, where="post", c=RED, lw=1.4, zorder=4, label="front (non-dominated)")
+    axis.step(x, y, where="post", c=RED, lw=1.4, zorder=4, label="front (non-dominated)" if legend else None)
     axis.scatter(x, y, s=40, facecolors="none", edgecolors=RED, linewidths=1.2, zorder=4)
 
 
-def _draw_pool(axis, pool, chosen):
+def _draw_pool(axis, pool, chosen, legend=True):
   if pool:
     cost, potential, _ = zip(*pool)
     axis.scatter(cost, potential, s=110, facecolors="none", edgecolors=ORANGE, linewidths=1.8, zorder=5,
-                 label="final pool")
+                 label="final pool" if legend else None)
   for cost, accuracy, arch in chosen:
     axis.scatter([cost], [accuracy], marker="*", s=260, c="gold", edgecolors="k", linewidths=0.8, zorder=6,
-                 label=f"chosen {arch}")
+                 label=f"chosen {arch}" if legend else None)
 
 
-def _draw_budget(axis, budget, unit):
+def _label(axis, points):
+  """Each (cost, accuracy, text) point's text beside it: on its right (its left near the right edge),
+  moved down a line while it would overlap a text already placed."""
+  axis.margins(x=0.08, y=0.08)
+  low, high = axis.get_xlim()
+  placed = []  # (x, y, width) in points (1/72 inch) of the texts placed
+  scale = axis.figure.dpi / 72
+  for cost, accuracy, text in sorted(points, key=lambda p: -p[1]):
+    x, y = (value / scale for value in axis.transData.transform((cost, accuracy)))
+    left, width = cost > low + 0.8 * (high - low), 4.2 * len(text)
+    start = x - 7 - width if left else x + 7
+    offset = -10
+    while any(abs(y + offset - py) < 9 and start < px + pw and px < start + width for px, py, pw in placed):
+      offset -= 9
+    placed.append((start, y + offset, width))
+    axis.annotate(text, (cost, accuracy), xytext=(-7 if left else 7, offset), textcoords="offset points",
+                  ha="right" if left else "left", fontsize=7, color="#333333", zorder=7)
+
+
+def _draw_budget(axis, budget, unit, legend=True):
   """The budget line, and the infeasible side shaded up to the axis' edge (after the points)."""
-  axis.axvline(budget, c="k", ls="--", lw=1.2, zorder=2, label=f"budget {quantity(budget, unit)}")
+  axis.axvline(budget, c="k", ls="--", lw=1.2, zorder=2,
+               label=f"budget {quantity(budget, unit)}" if legend else None)
   low, high = axis.get_xlim()
   if high > budget:
-    axis.axvspan(budget, high, color=RED, alpha=0.06, zorder=0, label="over the budget")
+    axis.axvspan(budget, high, color=RED, alpha=0.06, zorder=0, label="over the budget" if legend else None)
   axis.set_xlim(low, high)
 
 
-def _finish_axis(axis):
-  """Grid, and the legend below the axes, where it hides no point."""
-  axis.grid(alpha=0.3)
-  axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=8, frameon=False)
+def _legend_below(figure, axis, columns=4):
+  """The legend of `axis` below the figure's axes, where it hides no point."""
+  figure.legend(*axis.get_legend_handles_labels(), loc="outside lower center", ncol=columns, fontsize=8,
+                frameon=False)
 
 
 # The latency table --------------------------------------------------------------------------------
@@ -216,5 +247,6 @@ def plot_latency_validation(validation: dict, path: str, exported=None) -> None:
   detail = f"{validation.get('model')} fit" + (f", CV RMSE {rmse:.3g} ms" if rmse is not None else "")
   axis.set(xlim=line, ylim=line, xlabel="predicted by the table (ms)", ylabel="measured (ms)",
            title=f"Latency table against whole networks\n({detail})")
-  _finish_axis(axis)
+  axis.grid(alpha=0.3)
+  _legend_below(figure, axis, columns=2)
   save(figure, path)

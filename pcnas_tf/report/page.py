@@ -168,7 +168,7 @@ def _chosen(work_dir, search) -> str:
   rows = [("architecture", f"{chosen['arch_string']}: {', '.join(chosen['arch'])}"),
           ("potential", _number(chosen["potential"])),
           (f"predicted {constraint['kind']}", _quantity(chosen[constraint["prediction_key"]], constraint)),
-          ("params", f"{chosen['params']:,}"), ("FLOPs", f"{chosen['flops']:,}")]
+          ("params", _count(chosen["params"])), ("FLOPs", _count(chosen["flops"]))]
   return _picture(work_dir, CHOSEN_PNG, "the chosen network, Figure 3 style") + _table(("", ""), rows)
 
 
@@ -190,7 +190,7 @@ def _latency_table(work_dir, search, exported) -> str:
   tflite = (exported or {}).get("formats", {}).get("tflite")
   if tflite:
     measured, predicted = tflite["latency"]["min_ms"], exported.get("predicted_latency_ms")
-    error = f" ({100 * (predicted / measured - 1):+.1f}%)" if predicted and measured else ""
+    error = f" (the table is {100 * (predicted / measured - 1):+.1f}% off)" if predicted and measured else ""
     rows.append(("the exported chosen network", f"measured {_number(measured)} ms, predicted "
                                                 f"{_number(predicted)} ms{error}"))
   return _picture(work_dir, LATENCY_PNG, "measured against predicted latency") + _table(("", ""), rows)
@@ -202,7 +202,7 @@ def _retrained(work_dir, search, retrained) -> str:
   constraint = search["constraint"]
   rows = [(m["rank"], m["arch_string"], _number(m.get("test_top1")), _number(m.get("measured_latency_ms")),
            _quantity(m.get(constraint["prediction_key"]), constraint), _number(m.get("potential")),
-           f"{m['params']:,}", f"{m['flops']:,}")
+           _count(m["params"]), _count(m["flops"]))
           for m in retrained]
   headers = ("pool rank", "architecture", "test top-1", "measured latency (ms)",
              f"predicted {constraint['kind']}", "potential", "params", "FLOPs")
@@ -234,13 +234,14 @@ def _outcome(outcome) -> str:
              '<span class="over">over the budget</span>')
   budget = ("" if outcome.get("budget_ms") is None else
             f" against a budget of {_number(outcome['budget_ms'])} ms")
+  measured = f"{_number(outcome['latency_ms'])} ms measured{budget}"
   rows = [("architecture", outcome["arch"]), ("test top-1", _number(outcome["test_top1"])),
           ("measured latency", f"{_number(outcome['latency_ms'])} ms at batch {outcome['latency_batch']} "
                                f"(minimum of {outcome['latency_runs']} runs){budget}"),
           ("predicted latency", f"{_number(outcome.get('predicted_latency_ms'))} ms"),
           ("wall time", f"{outcome['wall_s']} s")]
   rows += [(f"file: {name}", path) for name, path in outcome.get("paths", {}).items()]
-  return f"<p>The chosen network is {verdict}{budget}.</p>" + _table(("", ""), rows)
+  return f"<p>The chosen network is {verdict}: {_e(measured)}.</p>" + _table(("", ""), rows)
 
 
 def _tensorboard(work_dir) -> str:
@@ -274,17 +275,14 @@ def _table(headers, rows) -> str:
   return f"<table>{head}{cells}</table>"
 
 
+class _Figure(str):
+  """A number as text (`_number`, `_quantity`, `_count`): right-aligned in a table, unlike a name that
+  happens to be digits (an architecture string such as `11202120`)."""
+
+
 def _cell(value) -> str:
-  numeric = isinstance(value, (int, float)) or (isinstance(value, str) and _is_number(value))
+  numeric = isinstance(value, (_Figure, int, float)) and not isinstance(value, bool)
   return f'<td class="number">{_e(value)}</td>' if numeric else f"<td>{_e(value)}</td>"
-
-
-def _is_number(text) -> bool:
-  try:
-    float(text.replace(",", ""))
-    return True
-  except ValueError:
-    return False
 
 
 def _pending(text) -> str:
@@ -292,11 +290,15 @@ def _pending(text) -> str:
 
 
 def _quantity(value, constraint) -> str:
-  return "n/a" if value is None else figures.quantity(value, constraint["unit"])
+  return "n/a" if value is None else _Figure(figures.quantity(value, constraint["unit"]))
 
 
 def _number(value) -> str:
-  return "n/a" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+  return "n/a" if value is None else _Figure(f"{value:.4g}" if isinstance(value, float) else value)
+
+
+def _count(value) -> str:
+  return _Figure(f"{value:,}")
 
 
 def _ops(space, path) -> str:

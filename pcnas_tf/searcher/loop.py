@@ -416,8 +416,12 @@ class Search:
                              "replicas": self.strategy.num_replicas_in_sync}}
 
   def _draw_final(self, result):
-    figure3.draw_architecture(self.space, result["chosen"]["arch"], self.splits.image_shape,
-                              os.path.join(self.out_dir, page.CHOSEN_PNG))
+    chosen, constraint = result["chosen"], result["constraint"]
+    title = (f"Chosen network {chosen['arch_string']} ({self.space.name} space): potential "
+             f"{chosen['potential']:.3f}, predicted {constraint['kind']} "
+             f"{figures.quantity(chosen[constraint['prediction_key']], constraint['unit'])}")
+    figure3.draw_architecture(self.space, chosen["arch"], self.splits.image_shape,
+                              os.path.join(self.out_dir, page.CHOSEN_PNG), title)
     validation = result["constraint"].get("table", {}).get("validation")
     if validation:
       figures.plot_latency_validation(validation, os.path.join(self.out_dir, page.LATENCY_PNG))
@@ -434,10 +438,11 @@ class Search:
       return
     start = time.time()
     write()
-    if result is not None or start - self._pictures_at >= self._pictures_s / PICTURE_SHARE:
-      self._draw_search(result or self._result_so_far())
+    result = result or self._result_so_far()
+    if "final_pool" in result or start - self._pictures_at >= self._pictures_s / PICTURE_SHARE:
+      self._draw_search(result)
       self._pictures_at, self._pictures_s = time.time(), time.time() - start
-    page.write_report(self.out_dir, page.Run(result or self._result_so_far()))
+    page.write_report(self.out_dir, page.Run(result))
     self.timings["report_s"] += time.time() - start
 
   def _draw_search(self, result):
