@@ -105,7 +105,9 @@ def plot_search_front(result: dict, path: str) -> None:
   in the last interval (right, once there is one): their front, the final pool, the chosen network,
   the budget."""
   points, constraint = search_points(result), result["constraint"]
-  whole = bool(points["networks"])
+  intervals = bool(result.get("intervals"))
+  whole = intervals and bool(points["networks"])  # the last interval is scored: zoom on its networks
+  label = "whole networks (the last interval)" if intervals else "the final pool's networks"
   figure = Figure(figsize=(13.5 if whole else 8.5, 5.4), layout="constrained")
   axes = figure.subplots(1, 2 if whole else 1, squeeze=False)[0]
   if points["earlier"]:
@@ -115,17 +117,19 @@ def plot_search_front(result: dict, path: str) -> None:
                             label="candidates: partial models (their completions' mean)")
     figure.colorbar(shown, ax=axes[0], label="mixop decided", ticks=range(1, max(interval) + 1), shrink=0.8)
   for axis, legend in zip(axes, (True, False)):
-    _draw_networks(axis, [(c, p) for c, p, _ in points["networks"]], "whole networks (the last interval)",
-                   legend)
+    _draw_networks(axis, [(c, p) for c, p, _ in points["networks"]], label, legend)
     _draw_pool(axis, points["pool"], points["chosen"], legend)
     _draw_budget(axis, constraint["budget"], constraint["unit"], legend)
     axis.set(xlabel=_cost_label(constraint), ylabel="potential (validation accuracy)")
     _cost_axis(axis, constraint["unit"])
     axis.grid(alpha=0.3)
-  axes[0].set_title("Every scored candidate")
+  method = result.get("search", {}).get("method", "baseline")
+  axes[0].set_title("Every scored candidate" if intervals else
+                    f"The final pool ({'EA' if method == 'ea' else method} search)")
   if whole:
     axes[1].set_title("The last interval's whole networks")
-    _label(axes[1], points["pool"])
+  if whole or not intervals:
+    _label(axes[-1], points["pool"])
   figure.suptitle(f"Search: potential against predicted {constraint['kind']}")
   _legend_below(figure, axes[0])
   save(figure, path)

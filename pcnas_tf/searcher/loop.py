@@ -10,6 +10,9 @@ resumed from any checkpoint continues exactly where it stopped:
 
 Potentials are evaluated here, or, with `serve` settings (the KERASTUNER_* variables of a chief), by
 evaluation workers that pull the Oracle's trials (`remote_eval`); the pool is the same either way.
+
+After every interval and at the end the chief reports (`pcnas_tf/report/`): an HParams session per
+scored candidate, the pictures, and report.html.
 """
 
 import hashlib
