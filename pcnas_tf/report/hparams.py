@@ -12,7 +12,7 @@ Under the search's `tensorboard/` directory (`tensorboard --logdir <work_dir>/te
   tensorboard/candidates/mixop_03/012/        one session per scored candidate (here: interval 3, `012`)
   tensorboard/retrained/rank_0_01221020/      one session per retrained pool member
 
-Writing a session is idempotent (its directory is replaced), so a resumed run writes no duplicates.
+Writing a session replaces its directory, so a resumed run that writes it again leaves it once.
 """
 
 import math

@@ -105,7 +105,7 @@ def test_the_last_intervals_candidates_have_their_own_exact_cost(searched):
     assert (metrics["flops"], metrics["params"]) == (counts.flops, counts.params)
 
 
-def test_retrained_sessions_are_replaced_not_duplicated(tmp_path):
+def test_a_retrained_session_written_twice_is_replaced(tmp_path):
   space = testing.tiny_space()
   member = {"rank": 1, "arch": list(space.arch_from_indices((2, 0, 1))), "potential": 0.4, "test_top1": 0.5,
             "measured_latency_ms": None, "predicted_latency_ms": 1.25, "params": 10, "flops": 20}
