@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PYTHON := $(VENV)/bin/python
-DEBIAN_PACKAGES := bazel-bootstrap bazel-bootstrap-source dataset-fashion-mnist
+DEBIAN_PACKAGES := bazel-bootstrap bazel-bootstrap-source dataset-fashion-mnist chromium
 APT_STAMP := $(VENV)/.debian-packages
 VENV_STAMP := $(VENV)/.requirements-installed
 # Run binaries and tests with the venv's python first on PATH (Bazel's py_binary uses `python3`).

@@ -1,6 +1,7 @@
-"""Files as every part of the project writes and reads them: JSON replaced atomically (written to a
-temporary file, fsynced, renamed, so a reader or a crash never sees half a file), read with one clear
-sentence when missing or corrupt; output directories checked for writability before any work starts."""
+"""Files as every part of the project writes and reads them: JSON, pages and pictures replaced
+atomically (written to a temporary file, fsynced, renamed, so a reader or a crash never sees half a
+file), JSON read with one clear sentence when missing or corrupt; output directories checked for
+writability before any work starts."""
 
 import json
 import os
@@ -14,9 +15,19 @@ from pcnas_tf import errors
 
 def write_json(path: str, data, indent: int = 2) -> None:
   """Writes JSON atomically: a temporary file in the same directory, fsynced, then a rename."""
+  write_text(path, json.dumps(data, indent=indent, sort_keys=True, default=_to_plain))
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes `text` (UTF-8) atomically, as `write_json` does."""
+  write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` atomically: a reader sees the old file or the new one, never a part."""
   directory = os.path.dirname(os.path.abspath(path))
-  with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as f:
-    json.dump(data, f, indent=indent, sort_keys=True, default=_to_plain)
+  with tempfile.NamedTemporaryFile("wb", dir=directory, suffix=".tmp", delete=False) as f:
+    f.write(data)
     f.flush()
     os.fsync(f.fileno())
   os.replace(f.name, path)

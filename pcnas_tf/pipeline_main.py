@@ -5,9 +5,11 @@ r"""From data to a served model: search, retrain the chosen network, test, expor
   python -m pcnas_tf.pipeline_main --flagfile=flags/demo.cfg --flagfile=flags/retrain_demo.cfg
 
 Takes every flag of `search_main` plus the --retrain_* and export flags below. Writes the search to
---work_dir, the retrained model to <work_dir>/retrain, the exports to <work_dir>/export, and ends with
-one JSON line (also in <work_dir>/pipeline_result.json): test_top1, latency_ms (the exported LiteRT
-model), budget_ms, within_budget, wall_s and the paths written. Run again, finished stages are reused.
+--work_dir, the retrained model to <work_dir>/retrain, the exports to <work_dir>/export, further
+retrained pool members (--retrain_pool_members) to <work_dir>/retrain_pool, the page of the whole run to
+<work_dir>/report.html (rewritten after every stage), and ends with one JSON line (also in
+<work_dir>/pipeline_result.json): test_top1, latency_ms (the exported LiteRT model), budget_ms,
+within_budget, wall_s and the paths written. Run again, finished stages are reused.
 """
 
 from pcnas_tf import console  # pylint: disable=g-bad-import-order
@@ -35,6 +37,9 @@ flags.DEFINE_float("retrain_mixup", _DEFAULTS.mixup, "Retraining MixUp alpha (0:
 flags.DEFINE_float("retrain_label_smoothing", _DEFAULTS.label_smoothing, "Retraining label smoothing (0 <= value < 1).")
 flags.DEFINE_boolean("retrain_se", _DEFAULTS.se, "Add squeeze-and-excitation when retraining (the "
                      "searched space has none, so the budget was met without it).")
+flags.DEFINE_integer("retrain_pool_members", _DEFAULTS.pool_members,
+                     "Retrain, test and time this many of the final pool's best (the chosen network "
+                     "first; the others are exported to LiteRT only, to be timed) (1 to --pool_size).")
 flags.DEFINE_integer("latency_runs", 40, "Timed runs of the exported LiteRT model, whose minimum counts "
                      "(>= 1).")
 FLAGS = flags.FLAGS
@@ -45,7 +50,8 @@ def retraining_from_flags() -> pipeline.Retraining:
       epochs=FLAGS.retrain_epochs, steps_per_epoch=FLAGS.retrain_steps_per_epoch,
       batch_size=FLAGS.retrain_batch_size, learning_rate=FLAGS.retrain_learning_rate,
       final_learning_rate=FLAGS.retrain_final_learning_rate, weight_decay=FLAGS.retrain_weight_decay,
-      mixup=FLAGS.retrain_mixup, label_smoothing=FLAGS.retrain_label_smoothing, se=FLAGS.retrain_se)
+      mixup=FLAGS.retrain_mixup, label_smoothing=FLAGS.retrain_label_smoothing, se=FLAGS.retrain_se,
+      pool_members=FLAGS.retrain_pool_members)
 
 
 def main(argv):

@@ -4,8 +4,10 @@ r"""Runs a PC-NAS search.
   bazel run //pcnas_tf:search                   # the same (a bare run reads flags/demo.cfg)
   python -m pcnas_tf.search_main --flagfile=flags/imagenet_small.cfg --data_dir=/data/tfds
 
-Writes to --work_dir: search_result.json, search.png, chosen_arch.png, tensorboard/, checkpoints/.
-A search started again in the same work directory resumes from its last checkpoint.
+Writes to --work_dir: search_result.json, report.html (rewritten after every interval), the pictures
+search_front.png, search.png, chosen_arch.png and (latency constraint) latency_table.png, tensorboard/
+(scalars, and an HParams session per scored candidate), checkpoints/. A search started again in the
+same work directory resumes from its last checkpoint.
 
 Several machines: run the same command on each with --strategy=multi_worker, a TF_CONFIG naming the
 machines and this one's place, and a --work_dir on a file system they share (README, "From one GPU to

@@ -28,7 +28,7 @@ def _pipeline_argv(root, work_dir):
           "--budget=0.6", f"--latency_cache_dir={os.path.join(root, 'latency')}", "--latency_batch=2",
           "--calibration_archs=0", "--eval_batch_size=32", "--eval_batches=2", "--strategy=one_device",
           "--checkpoint_every=1", "--retrain_epochs=1", "--retrain_steps_per_epoch=2",
-          "--retrain_batch_size=16", "--latency_runs=3"]
+          "--retrain_batch_size=16", "--retrain_pool_members=2", "--latency_runs=3"]
 
 
 @pytest.mark.slow
@@ -45,6 +45,15 @@ def test_pipeline_goes_from_data_to_a_timed_export_quietly_and_resumes(tmp_path)
   for path in result["paths"].values():
     assert os.path.exists(path), path
   assert json.loads((tmp_path / "run" / "pipeline_result.json").read_text()) == result
+  chosen, second = result["retrained_pool"]
+  assert chosen["rank"] == 0 and chosen["arch_string"] == result["arch"]
+  assert chosen["test_top1"] == result["test_top1"]
+  assert chosen["measured_latency_ms"] == result["latency_ms"] and second["measured_latency_ms"] > 0
+  assert os.path.exists(os.path.join(work_dir, "retrain_pool", "1", "export", "model.tflite"))
+  report = (tmp_path / "run" / "report.html").read_text()
+  assert 'class="pending"' not in report and second["arch_string"] in report
+  assert sorted(os.listdir(os.path.join(work_dir, "tensorboard", "retrained"))) == [
+      f"rank_0_{chosen['arch_string']}", f"rank_1_{second['arch_string']}"]
   output = first.stdout + first.stderr
   assert [noise for noise in NOISE if noise in output] == []
   # Run again: every stage is reused, nothing is retrained or exported again.
@@ -90,6 +99,8 @@ def test_native_stderr_is_held_back_unless_the_block_fails_or_verbose(verbose, r
     ("--retrain_learning_rate=-1", "Learning rate (--retrain_learning_rate) is -1.0; it must be > 0."),
     ("--retrain_mixup=-0.5", "MixUp alpha (--retrain_mixup) is -0.5"),
     ("--latency_runs=0", "Latency runs (--latency_runs) is 0; it must be at least 1."),
+    ("--retrain_pool_members=0",
+     "Retrained pool members (--retrain_pool_members) is 0; it must be at least 1."),
 ])
 def test_bad_pipeline_flags_fail_in_one_sentence_before_anything_is_written(tmp_path, flag, sentence):
   work_dir = tmp_path / "run"
@@ -98,6 +109,14 @@ def test_bad_pipeline_flags_fail_in_one_sentence_before_anything_is_written(tmp_
   assert done.returncode == 2 and "Traceback" not in done.stderr
   assert done.stderr.strip().splitlines()[-1].startswith(f"error: {sentence}")
   assert not work_dir.exists()
+
+
+def test_more_retrained_pool_members_than_the_pool_size_are_refused():
+  from pcnas_tf import errors  # pylint: disable=g-import-not-at-top
+  from pcnas_tf import pipeline  # pylint: disable=g-import-not-at-top
+  pipeline.Retraining(pool_members=2).validate(pool_size=2)
+  with pytest.raises(errors.UserError, match=r"is 3; it must be at most the pool size 2 \(--pool_size\)"):
+    pipeline.Retraining(pool_members=3).validate(pool_size=2)
 
 
 def test_preparing_fashion_mnist_says_one_line_and_nothing_of_tfds(tmp_path, capfd):

@@ -196,6 +196,7 @@ class SearchConstraint:
     self.budget = constraint.resolve_budget(budget_spec)
     self.sampler = constraint.sampler(self.budget)
     self.metadata = metadata or {}
+    self._cost_rows = None
 
   def completions(self, candidate, n, rng, mode="exact"):
     """`n` completions of `candidate`: uniform among feasible ones, or Algorithm 1's rejection."""
@@ -208,6 +209,28 @@ class SearchConstraint:
   def cost_of_partial(self, partial):
     """The cost of a full path, or of the cheapest completion of a partial one."""
     return sampling.cost_range(self.constraint.costs, partial)[0]
+
+  def mean_costs(self, paths) -> dict:
+    """The mean predicted cost, params and FLOPs of full `paths` (choice indices); {} for no paths.
+
+    A candidate's potential is the mean accuracy of its sampled completions: these are the means of
+    the same networks' costs, the candidate's place on an accuracy-cost plot.
+    """
+    if not len(paths):
+      return {}
+    if self._cost_rows is None:  # the per-layer tables, once: a search calls this per candidate
+      counts = cost.layer_costs(self.space, tuple(self.input_shape))
+      fixed = cost.fixed_cost(self.space, tuple(self.input_shape), self.num_classes)
+      units = self.constraint.costs
+      self._cost_rows = {prediction_key(self.kind): (_padded(units.units), units.base_units,
+                                                     units.resolution)}
+      for kind in ("params", "flops"):
+        self._cost_rows[kind] = (_padded([[getattr(c, kind) for c in row] for row in counts]),
+                                 getattr(fixed, kind), 1)
+    paths = np.asarray(paths, np.int64)
+    layers = np.arange(paths.shape[1])
+    return {name: float(np.mean(rows[layers, paths].sum(axis=1) + base)) * scale
+            for name, (rows, base, scale) in self._cost_rows.items()}
 
   def describe(self, arch):
     counts = cost.arch_cost(arch, self.space, self.input_shape, self.num_classes)
@@ -234,6 +257,22 @@ class SearchConstraint:
             "max": self.high, "feasible_architectures": str(self.sampler.count()), **self.metadata}
 
 
+def _padded(rows) -> np.ndarray:
+  """Per-layer cost lists as one (layers x most choices) array, zeros where a layer has fewer."""
+  array = np.zeros((len(rows), max(len(row) for row in rows)))
+  for layer, row in enumerate(rows):
+    array[layer, :len(row)] = row
+  return array
+
+
+def table_validation(table: table_lib.LatencyTable, space) -> dict:
+  """How well a latency table fits whole networks: its calibration model, cross-validated error, and
+  each calibration network's measured and predicted latency (`latency_table.calibration_networks`)."""
+  fit = table.calibration
+  return {"model": fit.get("model"), "cv_rmse_ms": fit.get("cv_rmse_ms"), "scale": fit.get("scale"),
+          "networks": table_lib.calibration_networks(table, space)}
+
+
 def build(space, input_shape, num_classes, config, progress=True) -> SearchConstraint:
   """The constraint a search config asks for; latency tables are built once and reused from the cache."""
   if config.constraint != "latency":
@@ -244,7 +283,7 @@ def build(space, input_shape, num_classes, config, progress=True) -> SearchConst
       os.path.expanduser(config.latency_cache_dir), space, config.latency_backend,
       config.latency_batch, height, channels=channels, num_classes=num_classes,
       calibration_archs=config.calibration_archs, seed=config.seed, progress=progress)
-  metadata = {"table": {k: table.metadata[k] for k in ("backend", "device", "batch", "resolution")
-                        if k in table.metadata}}
+  metadata = {"table": {**{k: table.metadata[k] for k in ("backend", "device", "batch", "resolution")
+                          if k in table.metadata}, "validation": table_validation(table, space)}}
   return SearchConstraint(make_constraint("latency", space, table=table), config.budget,
                           input_shape, num_classes, metadata)

@@ -286,18 +286,13 @@ def _finish(state, space) -> None:
   whole = sorted({g for key, g in state["group_of"].items() if key.startswith("arch/")})
   yardstick["reference_ratios"] = _yardstick_ratios(
       [yardstick["ratios"][g] for g in whole] if whole else yardstick["ratios"])
-  factors = [group_factor(r, yardstick["reference_ratios"]) for r in yardstick["ratios"]]
-  measured = {key: _divide_ratio(m, factors[state["group_of"][key]]) for key, m in
-              state["measurements"].items()}
-  reference_ms = _reference_ms(measured)
-  value = lambda key: timing.Timing(**measured[key]).value(metadata["settings"]["estimator"],
-                                                                   reference_ms)
+  values, reference_ms = _values_ms(state)
   probes = latency_probes.op_probes(space, tuple(metadata["resolution"]))
-  ops_ms = [[value(key) if factory is not None else 0.0 for key, _, factory in row] for row in probes]
-  base_ms = value("stem") + value("head")
+  ops_ms = [[values[key] if factory is not None else 0.0 for key, _, factory in row] for row in probes]
+  base_ms = values["stem"] + values["head"]
   archs = state["calibration_archs"]
   fit = calibration.fit([space.indices(space.parse_arch(a)) for a in archs],
-                        [value(f"arch/{a}") for a in archs], ops_ms, base_ms, stage_ids(space))
+                        [values[f"arch/{a}"] for a in archs], ops_ms, base_ms, stage_ids(space))
   state["choices"] = [list(layer.choices) for layer in space.layers]
   state["reference_arch"] = latency_probes.reference_arch(space)
   state["reference_ms"] = _finite_or_none(reference_ms)
@@ -308,6 +303,32 @@ def _finish(state, space) -> None:
                          "cv_rmse_ms": _finite_or_none(fit.cv_rmse_ms), "networks": len(archs),
                          "model": fit.model, "group_scales": fit.group_scales}
   state["complete"] = True
+
+
+def _values_ms(state) -> tuple[dict, float]:
+  """({model key: its latency in ms}, reference_ms) of a build's timings, each in the table's unit
+  (divided by its group's yardstick factor); `state["yardstick"]["reference_ratios"]` must be set."""
+  yardstick = state["yardstick"]
+  factors = [group_factor(r, yardstick["reference_ratios"]) for r in yardstick["ratios"]]
+  measured = {key: _divide_ratio(m, factors[state["group_of"][key]]) for key, m in
+              state["measurements"].items()}
+  reference_ms = _reference_ms(measured)
+  estimator = state["metadata"]["settings"]["estimator"]
+  values = {key: timing.Timing(**m).value(estimator, reference_ms) for key, m in measured.items()}
+  return values, reference_ms
+
+
+def calibration_networks(table: LatencyTable, space) -> list[dict]:
+  """The whole networks a table was calibrated on: `arch` (compact string), `measured_ms` as the build
+  timed it and `predicted_ms` by the calibrated table. The fit saw these networks, so they show how
+  well it fits, not how it predicts others (`calibration["cv_rmse_ms"]` estimates that)."""
+  values, _ = _values_ms(table.data)
+  rows = []
+  for arch in table.data.get("calibration_archs", []):
+    path = space.indices(space.parse_arch(arch))
+    predicted = table.base_ms + sum(table.ops_ms[layer][choice] for layer, choice in enumerate(path))
+    rows.append({"arch": arch, "measured_ms": values[f"arch/{arch}"], "predicted_ms": predicted})
+  return rows
 
 
 def _divide_ratio(measured: dict, factor: float) -> dict:

@@ -10,6 +10,9 @@ resumed from any checkpoint continues exactly where it stopped:
 
 Potentials are evaluated here, or, with `serve` settings (the KERASTUNER_* variables of a chief), by
 evaluation workers that pull the Oracle's trials (`remote_eval`); the pool is the same either way.
+
+After every interval and at the end the chief reports (`pcnas_tf/report/`): an HParams session per
+scored candidate, the pictures, and report.html.
 """
 
 import hashlib
@@ -40,14 +43,21 @@ from pcnas_tf.searcher import oracle as oracle_lib
 from pcnas_tf.searcher import pool as pool_lib
 from pcnas_tf.searcher import potential as potential_lib
 from pcnas_tf.searcher import remote_eval
-from pcnas_tf.searcher import report
 from pcnas_tf.searcher import search_config
+from pcnas_tf.report import figure3
+from pcnas_tf.report import figures
+from pcnas_tf.report import hparams
+from pcnas_tf.report import page
 from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.distribute import strategy as strategy_lib
 from pcnas_tf.training import epochs
 from pcnas_tf.training import supergraph_trainer as trainer_lib
 
 RESULT_FILE = "search_result.json"
+# At most this share of a search's time goes to redrawing its pictures before the end (`_report`).
+PICTURE_SHARE = 0.02
+
+
 class Search:
   """One search run in a work directory. Use `run_search`."""
 
@@ -82,11 +92,14 @@ class Search:
     self.rng = np.random.default_rng(config.seed)
     self.paths_digest = ""
     self.epoch, self.step_in_epoch, self.checkpoints = 0, 0, 0
-    self.timings = {"warmup_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
+    self.timings = {"warmup_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "report_s": 0.0}
     self.log = []
+    # Candidate (string key) -> the mean costs of its completions, from their draw to the interval's end.
+    self.candidate_costs = {}
     self.writer = None  # created by `run`: nothing is written before every check has passed
     self._iterator = None
     self._potential_evaluator = None
+    self._pictures_at, self._pictures_s = 0.0, 0.0  # when the pictures were last drawn, and in how long
 
   # Main loop ----------------------------------------------------------------------------------------
 
@@ -95,8 +108,12 @@ class Search:
     return self.config.warmup_epochs + self.space.num_layers * self.config.interval_epochs
 
   def run(self):
-    self.writer = tf.summary.create_file_writer(os.path.join(self.out_dir, "tensorboard"))
-    self._restore()
+    self.writer = tf.summary.create_file_writer(self._log_dir)
+    if not self._restore() and self.task.is_chief:
+      hparams.write_experiment(self._log_dir, self.space, constraint_lib.prediction_key(self.constraint.kind),
+                               self.constraint.unit)
+    if self.oracle.history and "pool_costs" not in self.oracle.history[-1]:
+      self._log_interval()  # stopped after the interval's last checkpoint, before its report
     pool_search = self.config.training == "pcnas" or self.config.search == "pcnas"
     with remote_eval.serving(self.oracle, self.serve):
       while self.epoch < self.total_epochs or (pool_search and not self.oracle.finished):
@@ -202,8 +219,14 @@ class Search:
     self._log_interval()
     self.timings["eval_s"] += time.time() - start
 
+  @property
+  def _log_dir(self):
+    return os.path.join(self.out_dir, "tensorboard")
+
   def _completions(self, candidate):
-    return self.constraint.completions(candidate, self.config.num_samples, self.rng, self.config.sampling)
+    paths = self.constraint.completions(candidate, self.config.num_samples, self.rng, self.config.sampling)
+    self.candidate_costs[pool_lib.key(candidate)] = self.constraint.mean_costs(paths)
+    return paths
 
   def _trials_scored(self):
     return len(self.oracle.potentials) // self.num_choices[self.oracle.interval]
@@ -308,9 +331,16 @@ class Search:
           f"--budget.")
     costs = [self.constraint.cost_of_partial(m) for m in record["pool"]]
     record["pool_costs"] = costs
+    record["candidate_costs"] = [self.candidate_costs.get(pool_lib.key(c), {}) for c in record["candidates"]]
+    self.candidate_costs = {}
     scalars = {f"pool/potential_{rank}": value for rank, value in enumerate(record["pool_potentials"])}
     scalars.update({f"pool/{self.config.constraint}_{rank}": cost for rank, cost in enumerate(costs)})
+    finite = [p for p in record["potentials"] if np.isfinite(p)]
+    if finite:
+      scalars.update({"candidates/potential_max": max(finite), "candidates/potential_mean": np.mean(finite),
+                      "candidates/potential_min": min(finite)})
     epochs.write_scalars(self.writer, record["interval"] + 1, scalars)
+    self._report(lambda: hparams.write_candidates(self._log_dir, self.space, record))
     if self.progress:
       best = record["pool_potentials"][0]
       print(f"mixop {record['interval'] + 1}/{self.space.num_layers}: pool of "
@@ -333,7 +363,7 @@ class Search:
     state = {"config": self.config.to_json(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
              "oracle": oracle_state, "trials": trials, "rng": self.rng.bit_generator.state,
              "timings": self.timings, "log": self.log, "checkpoints": self.checkpoints,
-             "paths_digest": self.paths_digest}
+             "paths_digest": self.paths_digest, "candidate_costs": self.candidate_costs}
     # Every task reads its variables (which may take part in collectives); only the chief's copy is
     # kept, in the shared work directory, the others go to their temporary directories.
     checkpoint.save(os.path.join(self.out_dir, "checkpoints"), self.checkpoints,
@@ -344,7 +374,7 @@ class Search:
     found = checkpoint.latest(os.path.join(self.work_dir, "checkpoints"))
     self._check_agreement("the checkpoint to resume from", found[1]["checkpoints"] if found else 0)
     if found is None:
-      return
+      return False
     arrays, state = found
     checkpoint.assign(self._checkpointed(), arrays, self.work_dir, "this search's supergraph")
     self.oracle.restore(state["oracle"], state["trials"])
@@ -352,9 +382,12 @@ class Search:
     self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
     self.timings, self.log, self.checkpoints = state["timings"], state["log"], state["checkpoints"]
     self.paths_digest = state.get("paths_digest", "")
+    self.candidate_costs = state.get("candidate_costs", {})
+    self.timings.setdefault("report_s", 0.0)
     if self.progress:
       print(f"Resuming from checkpoint {self.checkpoints}: epoch {self.epoch}, step "
             f"{self.step_in_epoch}, {len(self.oracle.history)} mixops decided.", flush=True)
+    return True
 
   # Results ------------------------------------------------------------------------------------------
 
@@ -365,26 +398,63 @@ class Search:
       arch = self.space.arch_from_indices(path)
       pool.append({"arch": list(arch), "arch_string": self.space.arch_to_string(arch),
                    "potential": value, **self.constraint.describe(arch)})
-    result = {"space": self.space.to_json(), "space_name": self.space.name,
-              "input_shape": list(self.splits.image_shape), "num_classes": self.splits.num_classes,
-              "final_pool": pool, "chosen": pool[0], "intervals": self.oracle.history,
+    result = {**self._result_so_far(), "final_pool": pool, "chosen": pool[0],
               "search": {"training": self.config.training, "method": self.config.search, **extra},
-              "constraint": self.constraint.summary(), "config": self.config.to_json(),
-              "timings": self.timings, "log": self.log, "versions": provenance.versions(),
-              "distribution": {"strategy": self.config.strategy, "tasks": self.task.num_tasks,
-                               "replicas": self.strategy.num_replicas_in_sync},
-              "paths_digest": self.paths_digest}
+              "versions": provenance.versions(), "paths_digest": self.paths_digest}
     if self.serve:
       result["remote_evaluation"] = {"address": self.serve.address, "trials": len(self.oracle.trials),
                                      "scored": len(self.oracle.end_order),
                                      "expired_leases": self.oracle.expired_leases,
                                      "late_reports": self.oracle.late_reports}
+    self._report(lambda: self._draw_final(result), result)
     files.write_json(os.path.join(self.out_dir, RESULT_FILE), result)
-    if self.oracle.history:  # EA and random search on a One-Shot supergraph have no intervals
-      report.plot_search(result, os.path.join(self.out_dir, "search.png"))
-    report.draw_architecture(self.space, pool[0]["arch"], os.path.join(self.out_dir, "chosen_arch.png"))
     self.writer.flush()
     return result
+
+  def _result_so_far(self) -> dict:
+    """What search_result.json holds but the final pool: the page's view of a running search."""
+    return {"space": self.space.to_json(), "space_name": self.space.name,
+            "input_shape": list(self.splits.image_shape), "num_classes": self.splits.num_classes,
+            "intervals": self.oracle.history, "constraint": self.constraint.summary(),
+            "config": self.config.to_json(), "timings": self.timings, "log": self.log,
+            "search": {"training": self.config.training, "method": self.config.search},
+            "distribution": {"strategy": self.config.strategy, "tasks": self.task.num_tasks,
+                             "replicas": self.strategy.num_replicas_in_sync}}
+
+  def _draw_final(self, result):
+    chosen, constraint = result["chosen"], result["constraint"]
+    title = (f"Chosen network {chosen['arch_string']} ({self.space.name} space): potential "
+             f"{chosen['potential']:.3f}, predicted {constraint['kind']} "
+             f"{figures.quantity(chosen[constraint['prediction_key']], constraint['unit'])}")
+    figure3.draw_architecture(self.space, chosen["arch"], self.splits.image_shape,
+                              os.path.join(self.out_dir, page.CHOSEN_PNG), title)
+    validation = result["constraint"].get("table", {}).get("validation")
+    if validation:
+      figures.plot_latency_validation(validation, os.path.join(self.out_dir, page.LATENCY_PNG))
+
+  def _report(self, write, result=None):
+    """Runs `write` (HParams, pictures), redraws the search's pictures and rewrites report.html with
+    `result` (the final result; default: the search so far). Only the chief writes these; the time
+    goes to `timings["report_s"]`.
+
+    Before the end, the pictures are redrawn only once the last drawing is `PICTURE_SHARE` of the
+    time since: a tiny search scores an interval in a second, and a picture takes a few tenths.
+    """
+    if not self.task.is_chief:
+      return
+    start = time.time()
+    write()
+    result = result or self._result_so_far()
+    if "final_pool" in result or start - self._pictures_at >= self._pictures_s / PICTURE_SHARE:
+      self._draw_search(result)
+      self._pictures_at, self._pictures_s = time.time(), time.time() - start
+    page.write_report(self.out_dir, page.Run(result))
+    self.timings["report_s"] += time.time() - start
+
+  def _draw_search(self, result):
+    if self.oracle.history:  # EA and random search on a One-Shot supergraph have no intervals
+      figures.plot_search(result, os.path.join(self.out_dir, page.SEARCH_PNG))
+    figures.plot_search_front(result, os.path.join(self.out_dir, page.SEARCH_FRONT_PNG))
 
 
 def make_oracle(config: search_config.SearchConfig, space, lease_timeout=None) -> oracle_lib.PCNASOracle:
@@ -412,7 +482,7 @@ def load_checked(config: search_config.SearchConfig, space, progress=True):
   return splits, constraint
 
 
-_OUTPUTS = ("checkpoints", "oracle", "tensorboard", RESULT_FILE)
+_OUTPUTS = ("checkpoints", "oracle", "tensorboard", RESULT_FILE, page.REPORT_FILE) + page.PICTURES
 
 
 def has_trained_state(work_dir: str) -> bool:

@@ -116,7 +116,7 @@ class PCNASOracle(keras_tuner.Oracle):
       for member in members:
         paths = [[[int(c) for c in path] for path in completer(tuple(member) + (choice,))]
                  for choice in range(self.num_choices[self.interval])]
-        self.completions[_key(member)] = json.dumps(paths, separators=(",", ":"))
+        self.completions[pool_lib.key(member)] = json.dumps(paths, separators=(",", ":"))
 
   @property
   def interval_open(self) -> bool:
@@ -139,8 +139,8 @@ class PCNASOracle(keras_tuner.Oracle):
     member = self.pending.pop(0)
     values = {mixop_name(index): choice for index, choice in enumerate(member)}
     values[EXTEND] = self.interval
-    if _key(member) in self.completions:
-      values[COMPLETIONS] = self.completions.pop(_key(member))
+    if pool_lib.key(member) in self.completions:
+      values[COMPLETIONS] = self.completions.pop(pool_lib.key(member))
     return {"status": trial_module.TrialStatus.RUNNING, "values": values}
 
   @_synchronized
@@ -192,18 +192,18 @@ class PCNASOracle(keras_tuner.Oracle):
     for choice in range(self.num_choices[self.interval]):
       name = potential_name(choice)
       metric = trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None
-      self.potentials[_key(member + (choice,))] = float("nan") if metric is None else float(metric)
+      self.potentials[pool_lib.key(member + (choice,))] = float("nan") if metric is None else float(metric)
     if len(self.potentials) == len(self.candidates()):
       self._update_pool()
 
   def _update_pool(self):
     candidates = self.candidates()
-    scores = [self.potentials[_key(c)] for c in candidates]
+    scores = [self.potentials[pool_lib.key(c)] for c in candidates]
     self.pool = pool_lib.top_p(candidates, scores, self.pool_size)
     self.history.append({"interval": self.interval,
                          "candidates": [list(c) for c in candidates], "potentials": scores,
                          "pool": [list(m) for m in self.pool],
-                         "pool_potentials": [self.potentials[_key(m)] for m in self.pool]})
+                         "pool_potentials": [self.potentials[pool_lib.key(m)] for m in self.pool]})
 
   def get_state(self):
     state = super().get_state()
@@ -257,7 +257,3 @@ def report(oracle, trial, metrics) -> None:
 def member_of(values) -> tuple:
   """The pool member a trial extends, from its hyperparameter values."""
   return tuple(int(values[mixop_name(index)]) for index in range(int(values[EXTEND])))
-
-
-def _key(partial) -> str:
-  return ",".join(str(c) for c in partial)

@@ -20,6 +20,11 @@ from pcnas_tf.constraints import sampling
 PartialModel = tuple[int, ...]
 
 
+def key(partial: PartialModel) -> str:
+  """A partial model as a dictionary key that survives JSON (`0,2,1`)."""
+  return ",".join(str(int(c)) for c in partial)
+
+
 def extend(pool: Sequence[PartialModel], num_choices: Sequence[int]) -> list[PartialModel]:
   """The candidates of the next pool update, in pool order then choice order.
 

@@ -180,7 +180,7 @@ class SearchSpace:
 
   def arch_to_string(self, arch: Sequence[str]) -> str:
     """The compact form: one character (the choice index, base 36) per layer, e.g. `01221020`."""
-    return "".join(_INDEX_CHARS[i] for i in self.indices(arch))
+    return path_to_string(self.indices(arch))
 
   def parse_arch(self, text: str) -> Architecture:
     """Parses a compact string, or a comma-separated list of op names, into an architecture."""
@@ -222,6 +222,11 @@ class SearchSpace:
     """A short hash of everything that shapes the network, for caches and checkpoints."""
     blob = json.dumps(self.to_json(), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def path_to_string(path: Sequence[int]) -> str:
+  """The compact form of a path of choice indices, whole or partial (a pool member's: `012`)."""
+  return "".join(_INDEX_CHARS[int(choice)] for choice in path)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:

@@ -115,3 +115,15 @@ def test_the_budget_says_what_it_admits(budget, words):
   search = constraint.SearchConstraint(constraint.make_constraint("latency", SPACE, table=_table()),
                                        budget, (16, 16, 3), 10)
   assert re.search(words, search.budget_meaning())
+
+
+def test_mean_costs_are_the_means_of_each_paths_latency_params_and_flops():
+  latency = constraint.make_constraint("latency", SPACE, table=_table())
+  search = constraint.SearchConstraint(latency, "100%", (16, 16, 3), 10)
+  paths = [(0, 2), (1, 0), (1, 2)]
+  described = [search.describe(SPACE.arch_from_indices(path)) for path in paths]
+  means = search.mean_costs(paths)
+  assert set(means) == {"predicted_latency_ms", "params", "flops"}
+  for name in means:
+    assert means[name] == pytest.approx(sum(d[name] for d in described) / len(paths))
+  assert search.mean_costs([]) == {}

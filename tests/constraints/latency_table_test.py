@@ -97,6 +97,18 @@ def test_entries_are_ratios_in_the_unit_of_the_networks_own_minimum(built):
   assert table.measured_base_ms > stem["ratio"] * table.reference_ms > 0  # stem + head
 
 
+def test_calibration_networks_are_the_fitted_networks_as_measured_and_as_predicted(built):
+  path, table = built
+  rows = table_lib.calibration_networks(table, SPACE)
+  assert [row["arch"] for row in rows] == json.loads(path.read_text())["calibration_archs"]
+  from pcnas_tf.nn import model as model_lib  # pylint: disable=g-import-not-at-top
+  for row in rows:
+    arch = SPACE.parse_arch(row["arch"])
+    network = model_lib.build_model(arch, SPACE, (8, 8, 3), 10)
+    assert row["measured_ms"] == pytest.approx(network.count_params() / 1000 + OVERHEAD_MS)
+    assert row["predicted_ms"] == pytest.approx(constraint.predict(arch, table))
+
+
 def test_interrupted_build_resumes_without_remeasuring(tmp_path, built, monkeypatch):
   _, reference = built
   yardstick = len(reference.yardstick["archs"])

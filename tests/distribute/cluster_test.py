@@ -122,8 +122,8 @@ def test_two_workers_agree_on_every_path_and_match_one_process_of_two_replicas(r
                                 [e["loss"] for e in runs["single"]["log"]])
   work_dir = runs["root"] / "multi"
   assert sorted(n for n in os.listdir(work_dir) if n != ".lock") == [
-      "checkpoints", "chosen_arch.png", "config.json", "oracle", "search.png", "search_result.json",
-      "tensorboard"]
+      "checkpoints", "chosen_arch.png", "config.json", "oracle", "report.html", "search.png",
+      "search_front.png", "search_result.json", "tensorboard"]
   assert testing.read_json(work_dir / "search_result.json")["final_pool"] == chief["final_pool"]
 
 

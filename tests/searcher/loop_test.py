@@ -39,8 +39,11 @@ def test_search_writes_a_final_pool_within_budget_and_its_pictures(tiny_config, 
   assert all(member["predicted_flops"] <= result["constraint"]["budget"] for member in pool)
   assert [m["potential"] for m in pool] == sorted((m["potential"] for m in pool), reverse=True)
   assert len(result["intervals"]) == 3 and len(result["log"]) == 1 + 3
-  for name in ("search_result.json", "search.png", "chosen_arch.png", "config.json"):
+  for name in ("search_result.json", "search.png", "search_front.png", "chosen_arch.png", "report.html",
+               "config.json"):
     assert os.path.getsize(tmp_path / name) > 0
+  assert result["chosen"]["arch_string"] in (tmp_path / "report.html").read_text()
+  assert all(len(r["candidate_costs"]) == len(r["candidates"]) for r in result["intervals"])
   assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
   with open(tmp_path / "search_result.json") as f:
     assert json.load(f)["chosen"]["arch_string"] == result["chosen"]["arch_string"]
@@ -60,6 +63,32 @@ def test_paper_ablations_one_shot_training_with_ea_or_pool_search(tiny_config, t
   else:
     assert len(result["intervals"]) == 3
   assert all(m["predicted_flops"] <= result["constraint"]["budget"] for m in result["final_pool"])
+
+
+def test_an_interval_stopped_before_its_report_is_reported_when_the_search_resumes(tiny_config, tmp_path,
+                                                                                  monkeypatch):
+  """A stop after the interval's last checkpoint and before its HParams, scalars and page are written
+  (what SIGKILL can do) loses none of them: the resumed search writes them first."""
+  log_interval = search_lib.Search._log_interval
+
+  def stop_at_the_last(search):
+    if len(search.oracle.history) == search.space.num_layers:
+      raise KeyboardInterrupt("stopped before the report")
+    log_interval(search)
+
+  monkeypatch.setattr(search_lib.Search, "_log_interval", stop_at_the_last)
+  with pytest.raises(KeyboardInterrupt):
+    search_lib.run_search(tiny_config, str(tmp_path), progress=False)
+  last = tmp_path / "tensorboard" / "candidates" / "mixop_03"
+  assert not last.exists()
+  monkeypatch.setattr(search_lib.Search, "_log_interval", log_interval)
+  result = search_lib.run_search(tiny_config, str(tmp_path), progress=False)
+  record = result["intervals"][-1]
+  assert "pool_costs" in record and len(record["candidate_costs"]) == len(record["candidates"])
+  assert all(costs for costs, potential in zip(record["candidate_costs"], record["potentials"])
+             if potential == potential)  # the completions' costs, from the checkpoint (NaN: none drawn)
+  assert sorted(os.listdir(last)) == sorted("".join(map(str, c)) for c in record["candidates"])
+  assert "Mixop 3:" in (tmp_path / "report.html").read_text()
 
 
 def test_second_search_on_a_locked_work_dir_is_refused(tiny_config, tmp_path):
