@@ -28,6 +28,9 @@ def write_bytes(path: str, data: bytes) -> None:
   directory = os.path.dirname(os.path.abspath(path))
   with tempfile.NamedTemporaryFile("wb", dir=directory, suffix=".tmp", delete=False) as f:
     f.write(data)
+    # tempfile creates the file 0600; results, pages and pictures are read by others too (a web
+    # server, a colleague), as a plain `open` would have made them.
+    os.fchmod(f.fileno(), 0o644)
     f.flush()
     os.fsync(f.fileno())
   os.replace(f.name, path)
