@@ -156,11 +156,6 @@ def main(argv=None) -> None:
   if args.quick:
     args.seeds, args.budgets, args.steps_per_epoch = 1, "0.5", args.steps_per_epoch // 2
   start = time.time()
-  truth = ground_truth.load_any(args.table)
-  paths = truth.paths()
-  count = args.sample or len(paths)
-  if count < len(paths):
-    paths = [paths[i] for i in sorted(np.random.default_rng(args.seed).choice(len(paths), count, False))]
   if args.table == "nasbench_macro":
     shape, data = (32, 32, 3), None
   else:
@@ -168,23 +163,29 @@ def main(argv=None) -> None:
     data = data_config.DataConfig(**{**state["data"], "deterministic": True})
     shape = (data.resolution, data.resolution, data.channels)
     args.width = state["width"]
-  accuracies = truth.accuracies(paths)
-  scores = proxy_scores(truth, paths, data, shape, args.batch, args.seed)
-  ceiling = ground_truth.noise_ceiling(truth)
-  rows = {name: quality.ranking(accuracies, values) for name, values in scores.items()}
   study = None
   if data is not None and not args.proxies_only:
     from pcnas_tf.studies import ground_truth_build  # pylint: disable=g-import-not-at-top
     build_config = ground_truth_build.config_of(state)
-    train = ground_truth_build.train_alone(args.work_dir + "/ground_truth_scratch")
+    train = ground_truth_build.train_alone(args.work_dir + "/" + ground_truth_build.SCRATCH_DIR)
     study = quality.run_study(study_config(args, data), args.table, args.work_dir,
                               lambda archs: ground_truth_build.add_networks(
                                   args.table, build_config, archs, train, "chosen by a search",
                                   progress=False), progress=False)
+  # The proxies over the table as it is now (with the networks the study added).
+  truth = ground_truth.load_any(args.table)
+  paths = truth.paths()
+  count = args.sample or len(paths)
+  if count < len(paths):
+    paths = [paths[i] for i in sorted(np.random.default_rng(args.seed).choice(len(paths), count, False))]
+  accuracies = truth.accuracies(paths)
+  scores = proxy_scores(truth, paths, data, shape, args.batch, args.seed)
+  ceiling = ground_truth.noise_ceiling(truth)
+  rows = {name: quality.ranking(accuracies, values) for name, values in scores.items()}
+  if study:
     rows["oneshot"] = study["rankings"]["oneshot_batch"]
     rows["oneshot_moving"] = study["rankings"]["oneshot_moving"]
     rows["pcnas"] = study["rankings"]["pcnas_potentials"]
-    truth = ground_truth.load(args.table)  # with the networks added on demand
   print(f"{truth.name}: {len(truth.entries)} networks, test top-1 {accuracies.min():.2f}-{accuracies.max():.2f}%")
   print(f"noise ceiling ({ceiling['networks']} networks with two seeds): Kendall {ceiling['kendall']:.3f}, "
         f"top 10% {ceiling['kendall_top']:.3f}")
