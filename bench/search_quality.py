@@ -174,7 +174,7 @@ def main(argv=None) -> None:
                                   progress=False), progress=False)
   # The proxies over the table as it is now (with the networks the study added).
   truth = ground_truth.load_any(args.table)
-  paths = truth.paths()
+  paths = truth.paths(drawn_only=True)  # a uniform sample: not the networks searches chose
   count = args.sample or len(paths)
   if count < len(paths):
     paths = [paths[i] for i in sorted(np.random.default_rng(args.seed).choice(len(paths), count, False))]

@@ -44,6 +44,7 @@ class Entry:
   validation: float | None = None
   predicted_latency_ms: float | None = None
   measured_latency_ms: float | None = None
+  drawn: bool = True  # one of the uniform draw; False: added on demand (chosen by a search, say)
 
 
 class GroundTruth:
@@ -67,8 +68,10 @@ class GroundTruth:
     """The figures of the network `path` denotes, or None if it is not in the table."""
     return self.entries.get(self.canonical(path))
 
-  def paths(self) -> list[tuple[int, ...]]:
-    return sorted(self.entries)
+  def paths(self, drawn_only: bool = False) -> list[tuple[int, ...]]:
+    """The networks' canonical paths; `drawn_only`: those of the uniform draw (a uniform sample of
+    the space, which networks added on demand, chosen by searches, are not)."""
+    return sorted(p for p, e in self.entries.items() if e.drawn or not drawn_only)
 
   def accuracies(self, paths=None) -> np.ndarray:
     return np.array([self.entry(p).accuracy for p in (paths or self.paths())])
@@ -99,7 +102,7 @@ def load(path: str) -> GroundTruth:
     entries[tuple(int(c) for c in key)] = Entry(
         float(np.mean(seeds)), tuple(seeds), int(network["flops"]), int(network["params"]),
         float(np.mean(validation)), network.get("predicted_latency_ms"),
-        network.get("measured_latency_ms"))
+        network.get("measured_latency_ms"), network.get("why", "drawn") == "drawn")
   schedule = state["schedule"]
   return GroundTruth(f"{state['data']['dataset']} ({os.path.basename(path)})", space, entries,
                      schedule["epochs"] * schedule["steps_per_epoch"])

@@ -18,9 +18,11 @@ Every chosen network that the table does not hold is trained on demand with the 
 added to it (`ground_truth_build.add_networks`), so every method is scored on the same ground truth.
 
 Feasibility is the search's own: the predicted latency (the search's latency table) within the budget.
-Regret: the best feasible network of the table minus the chosen one (test top-1, points); the
-search itself only ever sees the validation carve-out. `top_percent`: the share of the table's feasible
-networks that beat the chosen one (the chosen one is in the top x%).
+Regret: the best feasible network of the table (added ones included) minus the chosen one (test
+top-1, points); the search itself only ever sees the validation carve-out. `top_percent`: the share of
+the table's feasible drawn networks (a uniform sample) that beat the chosen one (it is in the top x%).
+Rankings and the random networks use the drawn networks only: those added on demand were chosen by
+searches, not drawn.
 """
 
 import dataclasses
@@ -173,7 +175,7 @@ def run_study(config: StudyConfig, table_path: str, work_dir: str, add_networks:
     supergraph = rank_check.load_supergraph(directory, truth.space, found["input_shape"],
                                             found["num_classes"])
     batches = rank_check.validation_batches(base, truth.space)
-    paths = truth.paths()
+    paths = truth.paths(drawn_only=True)  # a uniform sample: not the networks searches chose
     oneshot_rankings.append({"seed": seed, "paths": [list(p) for p in paths], **{
         mode: rank_check.supergraph_accuracies(supergraph, batches, paths, mode)
         for mode in potential_lib.BN_MODES}})
@@ -258,13 +260,16 @@ def judge(config: StudyConfig, truth, runs: list, oneshot_rankings: list, candid
   for budget in config.budgets:
     for seed in config.seeds:
       feasible = [p for p in paths if feasibility[seed, budget]["is_feasible"](p)]
-      if not feasible:
-        raise errors.UserError(f"No network of the table fits budget {budget}; the study cannot judge it.")
-      feasible_acc = [accuracy[p] for p in feasible]
+      if not any(truth.entry(p).drawn for p in feasible):
+        raise errors.UserError(f"No drawn network of the table fits budget {budget}; the study cannot "
+                               f"judge it.")
+      feasible_acc = [accuracy[p] for p in feasible]  # the best known, added networks included
+      drawn = [p for p in feasible if truth.entry(p).drawn]  # a uniform sample of the feasible ones
+      drawn_acc = [accuracy[p] for p in drawn]
       chosen = {r["method"]: truth.canonical(r["path"]) for r in runs
                 if r["budget"] == budget and r["seed"] == seed}
       rng = np.random.default_rng([seed, int(float(budget) * 1000)])
-      chosen["random_alone"] = random_alone_choice(feasible, [validation[p] for p in feasible],
+      chosen["random_alone"] = random_alone_choice(drawn, [validation[p] for p in drawn],
                                                    alone_count, rng)
       chosen["max_flops"] = truth.canonical(feasibility[seed, budget]["max_flops"])
       for method in METHODS:
@@ -272,8 +277,8 @@ def judge(config: StudyConfig, truth, runs: list, oneshot_rankings: list, candid
         value = accuracy[path]
         rows.append({"method": method, "budget": budget, "seed": seed, "path": list(path),
                      "arch": "".join(map(str, path)), "test_top1": value,
-                     "regret": regret(feasible_acc, value), "top_percent": top_percent(feasible_acc, value),
-                     "feasible_in_table": len(feasible), "budget_value": feasibility[seed, budget]["budget"]})
+                     "regret": regret(feasible_acc, value), "top_percent": top_percent(drawn_acc, value),
+                     "feasible_in_table": len(feasible), "feasible_drawn": len(drawn), "budget_value": feasibility[seed, budget]["budget"]})
   summary = {}
   for method in METHODS:
     regrets = [r["regret"] for r in rows if r["method"] == method]

@@ -168,3 +168,12 @@ def test_agreement_of_two_tables_over_the_networks_both_hold():
   one_swap = make({k: float({4: 5, 5: 4}.get(i, i)) for i, k in enumerate(keys)})
   assert ground_truth.agreement(a, one_swap)["kendall"] == pytest.approx((14 - 1) / 15)
   assert ground_truth.agreement(a, make({keys[0]: 1.0}))["networks"] == 1
+
+
+def test_networks_added_on_demand_are_not_of_the_draw(tmp_path):
+  path = str(tmp_path / "gt.json")
+  ground_truth_build.build(path, CONFIG, FakeTrain(), progress=False)
+  ground_truth_build.add_networks(path, CONFIG, ["22222222"], FakeTrain(), progress=False)
+  truth = ground_truth.load(path)
+  assert len(truth.paths()) == 7 and len(truth.paths(drawn_only=True)) == 6
+  assert not truth.entry((2,) * 8).drawn
