@@ -148,6 +148,9 @@ def run_study(config: StudyConfig, table_path: str, work_dir: str, add_networks:
   ground_truth_build.check_matches(table_path, config.search)
   files.make_dir(work_dir)
   runs, oneshot_rankings, candidates = [], [], []
+  space = ground_truth.load(table_path).space
+  # The search's K validation batches depend on the data config alone, not on the seed: loaded once.
+  batches = rank_check.validation_batches(config.search, space)
   for seed in config.seeds:
     base = dataclasses.replace(config.search, seed=seed)
     first = None
@@ -174,7 +177,6 @@ def run_study(config: StudyConfig, table_path: str, work_dir: str, add_networks:
     directory, found = first
     supergraph = rank_check.load_supergraph(directory, truth.space, found["input_shape"],
                                             found["num_classes"])
-    batches = rank_check.validation_batches(base, truth.space)
     paths = truth.paths(drawn_only=True)  # a uniform sample: not the networks searches chose
     oneshot_rankings.append({"seed": seed, "paths": [list(p) for p in paths], **{
         mode: rank_check.supergraph_accuracies(supergraph, batches, paths, mode)
