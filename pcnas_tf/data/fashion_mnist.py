@@ -118,6 +118,12 @@ def prepare(data_dir: str, idx_dir: str = data_config.DEBIAN_FASHION_MNIST) -> F
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   except OSError as error:
+    # Two processes preparing one data directory at once (the shards of a ground-truth build): the
+    # one that renames its copy into place second fails; the data is the same, so use the first's.
+    with _tfds_quiet():
+      builder = FashionMnistLocal(data_dir=data_dir, idx_dir=idx_dir)
+      if builder.is_prepared():
+        return builder
     raise data_config.DataError(f"Cannot prepare Fashion-MNIST in data directory {data_dir}: {error}; give a "
                          f"writable data directory.") from error
   return builder

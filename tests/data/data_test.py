@@ -117,6 +117,25 @@ def test_labels_outside_the_class_range_are_an_error(tmp_path):
     fashion_mnist.prepare(str(tmp_path / "tfds"), str(tmp_path / "idx"))
 
 
+def test_a_preparation_that_loses_the_race_to_another_process_uses_the_winners(tmp_path, monkeypatch):
+  # Two shards of a build prepare one data directory at once; tfds' rename of the second copy fails
+  # because the first is in place. Simulated: the winner prepares inside the loser's call.
+  if not os.path.exists(data_config.DEBIAN_FASHION_MNIST):
+    pytest.skip("Debian's dataset-fashion-mnist is not installed (`make setup` installs it).")
+  idx_dir, data_dir = str(tmp_path / "idx"), str(tmp_path / "tfds")
+  testing.write_fashion_slice(idx_dir, 40, 20)
+  original = fashion_mnist.FashionMnistLocal.download_and_prepare
+
+  def lose_the_race(self, **kwargs):
+    monkeypatch.setattr(fashion_mnist.FashionMnistLocal, "download_and_prepare", original)
+    fashion_mnist.prepare(data_dir, idx_dir)  # The other process finishes first.
+    raise OSError(f"Cannot rename {data_dir}/incomplete. Destination already exists.")
+
+  monkeypatch.setattr(fashion_mnist.FashionMnistLocal, "download_and_prepare", lose_the_race)
+  builder = fashion_mnist.prepare(data_dir, idx_dir)
+  assert builder.info.splits["train"].num_examples == 40
+
+
 def test_missing_idx_files_name_the_file(tmp_path):
   with pytest.raises(data_config.DataError, match="Cannot read IDX file .*train-images"):
     data_sources.load(data_config.DataConfig(data_dir=str(tmp_path), idx_dir=str(tmp_path / "missing")))
