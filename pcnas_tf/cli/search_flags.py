@@ -39,7 +39,7 @@ flags.DEFINE_enum("bn_mode", "batch", ["batch", "moving"],
                   "BN statistics during potential evaluation: the evaluation batch's, or moving averages.")
 flags.DEFINE_integer("eval_batch_size", 256, "Images per validation mini-batch (>= 1).")
 flags.DEFINE_integer("eval_batches", 8, "Fixed validation mini-batches shared by the completions (>= 1).")
-flags.DEFINE_boolean("reuse_prefix", True, "Reuse prefix activations in potential evaluation.")
+flags.DEFINE_boolean("reuse_prefix", True, "Potential evaluation computes every shared (batch, path prefix) once and a repeated path once (exact); false: every completion from the images.")
 flags.DEFINE_enum("training", "pcnas", list(search_config.TRAINING),
                   "pcnas: shrink the space per interval; oneshot: uniform training, no shrinking.")
 flags.DEFINE_enum("search", "pcnas", list(search_config.SEARCHES),

@@ -2,23 +2,29 @@
 
 The potential of a candidate is the mean accuracy of its sampled completions, each on one validation
 mini-batch. Completion j of a candidate uses batch `j % K` of a fixed set of K batches, which makes work
-shareable and exact to reuse:
+shareable and exact to reuse. Per batch, the interval's completions (of every candidate of every pool
+member) form a tree over the layers: a node is a path prefix, its activations the output of that
+prefix's last mixop on the batch. Each distinct (batch, prefix) node is computed once, depth first, so
+only the activations along one branch are alive at a time; a path drawn twice is scored once.
 
-  * every candidate extending the same pool member shares the member's prefix (stem + mixops < l):
-    its activations are computed once per batch;
-  * each candidate then adds one mixop, once per batch;
-  * each completion runs only the suffix (mixops > l and the head) from those cached activations.
+  * the stem runs once per batch, each pool member's prefix once per batch, each candidate's next
+    mixop once per batch, and further shared operators once;
+  * below the last branching node a completion's path is its own: its remaining mixops and the head
+    run as one traced call (`_suffixes[d]` for a suffix from layer d), not one call per mixop.
 
-Cached prefixes are exact because a layer's output depends only on its input, in both BN modes:
+Reused activations are exact because a layer's output depends only on its input, in both BN modes:
   * `batch`: each layer normalises with the statistics of the evaluation batch (the default). The
     moving averages of single-path training mix the statistics of many paths, so they fit no single
     path well; the batch's own statistics do, at no cost.
   * `moving`: the supergraph's moving averages (plain inference mode).
+Several completions of one node are not stacked into one call: in `batch` mode that would change the
+statistics each layer normalises with.
 """
 
 import collections
 import functools
-from typing import Sequence
+import itertools
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +34,19 @@ from pcnas_tf.data import batches as batches_lib
 BN_MODES = ("batch", "moving")
 
 
+class Work(NamedTuple):
+  """What scoring a set of completions computes, counted in pieces (stem, mixop, head).
+
+  completions: completions scored; distinct: distinct (batch, path) pairs among them;
+  mixops: distinct (batch, prefix) nodes below the stem, each one mixop run; calls: traced calls made.
+  """
+  completions: int
+  distinct: int
+  stems: int
+  mixops: int
+  calls: int
+
+
 class PotentialEvaluator:
   """Scores candidates on a supergraph with fixed validation batches.
 
@@ -35,7 +54,8 @@ class PotentialEvaluator:
     supergraph: a trained `Supergraph`.
     batches: K (images, labels) validation mini-batches.
     bn_mode: `batch` or `moving` (see the module docstring).
-    reuse_prefix: share prefix activations (exact); False evaluates each completion from the images.
+    reuse_prefix: share every exact sub-computation (the tree above); False evaluates each completion
+      from the images, as one call.
   """
 
   def __init__(self, supergraph, batches, bn_mode="batch", reuse_prefix=True):
@@ -43,36 +63,37 @@ class PotentialEvaluator:
       raise ValueError(f"BN mode {bn_mode!r} is unknown; allowed: {', '.join(BN_MODES)}.")
     self.supergraph, self.batches = supergraph, list(batches)
     self.batch_stats, self.reuse_prefix = bn_mode == "batch", reuse_prefix
-    self.forward_calls = 0
-    # One traced function per piece (stem, each mixop, head) serves every path and every interval:
-    # L + 2 traces in all, while a function per (start, stop) would retrace at every interval. A
-    # function of its own per mixop, as one function traced once per mixop reads as retracing to
+    self.forward_calls = 0  # completions scored (each one forward pass of the naive evaluation)
+    self.last_work = None
+    num_layers = len(supergraph.mixops)
+    # One traced function per piece serves every path and every interval: the stem, each mixop (a
+    # node's child), each suffix start d (mixops d..L-1 and the head), the whole network. A function of
+    # its own per piece, as one function traced for several Python arguments reads as retracing to
     # TensorFlow, which then warns.
     self._stem = tf.function(self._stem_fn)
     self._mixop_fns = [tf.function(functools.partial(self._mixop_fn, index=index))
-                       for index in range(len(supergraph.mixops))]
-    self._head_accuracy = tf.function(self._head_accuracy_fn)
+                       for index in range(num_layers)]
+    self._suffixes = [tf.function(functools.partial(self._suffix_fn, start=start))
+                      for start in range(num_layers)]
     self._correct = tf.function(self._correct_fn)
 
   def _stem_fn(self, images):
     return self.supergraph.features(images, None, batch_stats=self.batch_stats, stop=0)
 
-  def _mixop_fn(self, x, path, index):
-    return self.supergraph.mixops[index](x, path[index], batch_stats=self.batch_stats)
+  def _mixop_fn(self, x, choice, index):
+    return self.supergraph.mixops[index](x, choice, batch_stats=self.batch_stats)
 
-  def _head_accuracy_fn(self, x, labels):
+  def _suffix_fn(self, x, labels, path, start):
+    x = self.supergraph.features(x, path, batch_stats=self.batch_stats, start=start, images=False)
     return _accuracy(self.supergraph.head(x, batch_stats=self.batch_stats), labels)
 
   def _correct_fn(self, images, labels, path):
     return _accuracy(self.supergraph(images, path, batch_stats=self.batch_stats), labels)
 
-  def _mixop(self, x, path, index):
-    return self._mixop_fns[index](x, path)
-
-  def _run(self, x, path, start, stop):
-    for index in range(start, stop):
-      x = self._mixop(x, path, index)
-    return x
+  def traces(self) -> int:
+    """Traces made so far by all of this evaluator's functions (one per piece used)."""
+    functions = [self._stem, self._correct, *self._mixop_fns, *self._suffixes]
+    return sum(f.experimental_get_tracing_count() for f in functions)
 
   def accuracies(self, completions: dict) -> dict:
     """Accuracy of every completion.
@@ -83,15 +104,54 @@ class PotentialEvaluator:
     Returns:
       candidate -> list of accuracies, completion j measured on batch `j % K`.
     """
-    by_member = collections.defaultdict(list)
-    for candidate in completions:
-      by_member[tuple(candidate[:-1])].append(tuple(candidate))
-    results = {}
-    for member, candidates in by_member.items():
-      prefix = self._member_prefix(member, candidates[0]) if self.reuse_prefix else None
-      for candidate in candidates:
-        results[candidate] = self._candidate(candidate, completions[candidate], prefix)
+    results = {tuple(c): [None] * len(paths) for c, paths in completions.items()}
+    # Per batch: each distinct full path -> the (candidate, j) completions it scores.
+    leaves = [collections.defaultdict(list) for _ in self.batches]
+    for candidate, paths in completions.items():
+      for j, path in enumerate(paths):
+        leaves[j % len(self.batches)][tuple(int(c) for c in path)].append((tuple(candidate), j))
+    self.forward_calls += sum(len(paths) for paths in completions.values())
+    counts = collections.Counter()
+    for k, by_path in enumerate(leaves):
+      if not by_path:
+        continue
+      images, labels = self.batches[k]
+      if self.reuse_prefix:
+        counts["stems"] += 1
+        counts["calls"] += 1
+        self._descend(self._stem(images), labels, 0, sorted(by_path), by_path, results, counts)
+      else:  # Naive: every completion from the images, a repeated path again.
+        for path, uses in by_path.items():
+          for use in uses:
+            counts["stems"] += 1
+            counts["mixops"] += len(path)
+            counts["calls"] += 1
+            accuracy = float(self._correct(images, labels, tf.constant(path, tf.int32)))
+            self._assign(accuracy, [use], results)
+    self.last_work = Work(completions=sum(len(p) for p in completions.values()),
+                          distinct=sum(len(by_path) for by_path in leaves), stems=counts["stems"],
+                          mixops=counts["mixops"], calls=counts["calls"])
     return results
+
+  def _descend(self, x, labels, depth, paths, by_path, results, counts):
+    """Scores `paths` (sorted, distinct, sharing `paths[0][:depth]`) from `x`, the prefix's output."""
+    for choice, group in itertools.groupby(paths, key=lambda path: path[depth]):
+      group = list(group)
+      counts["calls"] += 1
+      if len(group) == 1:  # From here on the path is its own: the rest of it in one call.
+        (path,) = group
+        counts["mixops"] += len(path) - depth
+        accuracy = self._suffixes[depth](x, labels, tf.constant(path, tf.int32))
+        self._assign(float(accuracy), by_path[path], results)
+      else:
+        counts["mixops"] += 1
+        y = self._mixop_fns[depth](x, tf.constant(choice, tf.int32))
+        self._descend(y, labels, depth + 1, group, by_path, results, counts)
+
+  @staticmethod
+  def _assign(accuracy, uses, results):
+    for candidate, j in uses:
+      results[candidate][j] = accuracy
 
   def accuracy(self, path, batch_index: int) -> float:
     """Accuracy of one full path on validation batch `batch_index`."""
@@ -102,33 +162,6 @@ class PotentialEvaluator:
   def potentials(self, completions: dict) -> dict:
     """Candidate -> mean accuracy over its completions (NaN when it has none)."""
     return {c: float(np.mean(a)) if a else float("nan") for c, a in self.accuracies(completions).items()}
-
-  def _member_prefix(self, member, any_candidate):
-    path = self._pad(any_candidate)
-    return [self._run(self._stem(images), path, 0, len(member)) for images, _ in self.batches]
-
-  def _candidate(self, candidate, paths: Sequence, member_prefix):
-    layer = len(candidate) - 1
-    if member_prefix is not None:
-      path = self._pad(candidate)
-      prefix = [self._mixop(x, path, layer) for x in member_prefix]
-    accuracies = []
-    for j, full_path in enumerate(paths):
-      images, labels = self.batches[j % len(self.batches)]
-      full_path = tf.constant(full_path, tf.int32)
-      self.forward_calls += 1
-      if member_prefix is None:
-        accuracy = self._correct(images, labels, full_path)
-      else:
-        x = self._run(prefix[j % len(prefix)], full_path, layer + 1, len(self.supergraph.mixops))
-        accuracy = self._head_accuracy(x, labels)
-      accuracies.append(float(accuracy))
-    return accuracies
-
-  def _pad(self, partial):
-    """A full-length path tensor whose first entries are `partial` (the rest are not read)."""
-    padded = list(partial) + [0] * (self.supergraph.space.num_layers - len(partial))
-    return tf.constant(padded, tf.int32)
 
 
 def _accuracy(logits, labels):

@@ -1,4 +1,5 @@
-"""Tests of potential evaluation: prefix reuse is exact, and evaluation changes no weights."""
+"""Tests of potential evaluation: sharing is exact and computes each node once, evaluation changes no
+weights, and every piece is traced once."""
 
 import numpy as np
 import tensorflow as tf
@@ -34,17 +35,60 @@ def _completions(members, samples=5):
   return {c: [pool_lib.complete(c, NUM_CHOICES, rng) for _ in range(samples)] for c in candidates}
 
 
-def test_prefix_reuse_gives_the_naive_potentials():
+def test_sharing_gives_the_naive_accuracies_exactly_in_both_bn_modes():
+  # Exact, not close: a shared node runs the same ops on the same input as the naive forward pass.
+  # Accuracies are counts of argmax hits, so equal logits to the last bit are not needed; a hit can
+  # only differ where two logits tie within rounding, which random weights on 16 images do not meet.
   supergraph, batches = _trained_supergraph(), _batches()
   for bn_mode in potential_lib.BN_MODES:
     reuse = potential_lib.PotentialEvaluator(supergraph, batches, bn_mode, True)
     plain = potential_lib.PotentialEvaluator(supergraph, batches, bn_mode, False)
     for members in ([], [(1,), (2,)], [(1, 0), (2, 2)]):
-      completions = _completions(members)
+      completions = _completions(members, samples=7)  # repeated paths: 7 draws of few completions
       reused, naive = reuse.accuracies(completions), plain.accuracies(completions)
       assert reused.keys() == naive.keys()
       for candidate in reused:
-        np.testing.assert_allclose(reused[candidate], naive[candidate], atol=1e-6)
+        assert reused[candidate] == naive[candidate], (bn_mode, candidate)
+
+
+def _distinct_nodes(completions, num_batches):
+  """Distinct (batch, path prefix) nodes below the stem, counted by brute force."""
+  nodes = set()
+  for paths in completions.values():
+    for j, path in enumerate(paths):
+      nodes.update((j % num_batches, tuple(path[:depth])) for depth in range(1, len(path) + 1))
+  return nodes
+
+
+def test_every_distinct_node_is_computed_once_and_a_repeated_path_scored_once():
+  supergraph, batches = _trained_supergraph(), _batches()
+  evaluator = potential_lib.PotentialEvaluator(supergraph, batches, "batch")
+  completions = _completions([(1,), (2,)], samples=9)  # 3 x 3 candidates, 3 completions each
+  evaluator.accuracies(completions)
+  work = evaluator.last_work
+  pairs = {(j % len(batches), tuple(p)) for paths in completions.values() for j, p in enumerate(paths)}
+  assert work.completions == 9 * len(completions) > work.distinct == len(pairs)  # repeats were drawn
+  assert work.stems == len(batches)
+  assert work.mixops == len(_distinct_nodes(completions, len(batches)))
+  # Below its last branching node a path runs as one call, so fewer calls than nodes.
+  assert work.calls < work.stems + work.mixops
+  # At the last layer every node is a leaf reached from a branching node: one call per node.
+  evaluator.accuracies(_completions([(1, 0), (2, 2)], samples=2))
+  assert evaluator.last_work.calls == evaluator.last_work.stems + evaluator.last_work.mixops
+  naive = potential_lib.PotentialEvaluator(supergraph, batches, "batch", reuse_prefix=False)
+  naive.accuracies(completions)
+  assert naive.last_work.calls == naive.last_work.stems == work.completions
+  assert naive.last_work.mixops == work.completions * SPACE.num_layers
+
+
+def test_each_piece_is_traced_once_across_intervals():
+  supergraph, batches = _trained_supergraph(), _batches()
+  evaluator = potential_lib.PotentialEvaluator(supergraph, batches, "batch")
+  for members in ([], [(1,), (2,)], [(1, 0), (2, 2)], [(0, 1)]):
+    evaluator.accuracies(_completions(members, samples=6))
+  functions = [evaluator._stem, *evaluator._mixop_fns, *evaluator._suffixes]
+  assert all(f.experimental_get_tracing_count() <= 1 for f in functions)
+  assert evaluator.traces() <= len(functions)
 
 
 def test_completion_j_is_scored_on_batch_j_mod_k():
