@@ -21,8 +21,8 @@ without and with the expansion conv), the large space's 20 need 6.
 The branch code is `run_structure` below, written with TensorFlow ops because Keras layers have static
 weight shapes; `ops.Operator` stays the definition, and `supergraph_test` checks that every candidate
 of a mixop computes what its `ops.Operator` computes. The candidate layers are templates, built once
-for their shapes and initial values and kept out of the supergraph's variables (`candidates`), so
-checkpoints hold exactly the packed state. Their own variables stay allocated, unused.
+for their shapes and initial values, kept out of the supergraph's variables and dropped once packed:
+the weights are held once, in the packed variables, and checkpoints hold exactly that state.
 """
 
 import functools
@@ -68,7 +68,7 @@ def write_rows(variable, rows, value):
 
 
 class _Templates:
-  """Holds the candidate layers without Keras or tf.Module tracking their (stale) variables."""
+  """Holds the candidate layers until packed, without Keras or tf.Module tracking their variables."""
 
   def __init__(self, layers):
     self.layers = list(layers)
@@ -211,32 +211,52 @@ def run_structure(structure, weights, statistics, x, training, batch_stats):
 class MixOp(keras.layers.Layer):
   """One mixed operator: N candidate operators, of which `choice` runs, with packed weights.
 
+  Args:
+    candidates: the candidate operator layers, built: templates for the packed variables' layout and
+      initial values, dropped by `pack` (so their variables are freed).
+
   Attributes:
-    candidates: the candidate operator layers (templates: their own variables are not used).
+    candidate_names: the candidate layers' names (the stand-alone model's layers of the same names
+      take their weights, `model.inherit_weights`).
     packed_weights: every candidate's trainable weights, [rows, ROW]; candidate i owns rows
       `weight_offsets[i]:weight_offsets[i + 1]` (its weights flattened, then zero padding).
     packed_statistics: every candidate's BN moving statistics, likewise by `statistic_offsets`.
-    decay_mask: 1.0 where `packed_weights` holds a kernel (L2-decayed), else 0.0 (padding too).
+    decay_mask: True where `packed_weights` holds a kernel (L2-decayed), else False (padding too);
+      made on each read (it is needed once, by the optimizer), not held.
   """
 
   def __init__(self, candidates, **kwargs):
     super().__init__(**kwargs)
     self._templates = _Templates(candidates)
+    self.candidate_names = [op.name for op in candidates]
     self.packed_weights = self.packed_statistics = None
 
   @property
-  def candidates(self):
-    return self._templates.layers
+  def num_candidates(self) -> int:
+    return len(self.candidate_names)
 
-  def pack(self):
-    """Creates the packed variables from the built candidates' current values."""
-    trainable = [op.trainable_variables for op in self.candidates]
-    statistics = [op.non_trainable_variables for op in self.candidates]
+  @property
+  def decay_mask(self) -> np.ndarray:
+    return self.weights_layout.pack(
+        [[np.full(shape, decayed) for shape, decayed in zip(shapes, flags)]
+         for shapes, flags in zip(self.weights_layout.shapes, self._decayed)]).astype(bool)
+
+  def pack(self, x=None):
+    """Creates the packed variables from the built candidates' current values; drops the candidates.
+
+    `x`: an input to build the candidates on first (eagerly: variables cannot be created inside the
+    branches of a traced switch_case); then candidate 0's output on it is returned.
+    """
+    candidates, self._templates = self._templates.layers, None
+    output = None
+    if x is not None:
+      output = [op(x, training=False) for op in candidates][0]
+    trainable = [op.trainable_variables for op in candidates]
+    statistics = [op.non_trainable_variables for op in candidates]
     self.weights_layout, self.statistics_layout = Layout(trainable), Layout(statistics)
     self.weight_offsets = self.weights_layout.offsets
     self.statistic_offsets = self.statistics_layout.offsets
-    self.decay_mask = self.weights_layout.pack(
-        [[np.full(v.shape, float(is_decayed(v))) for v in group] for group in trainable])
+    self._decayed = [[is_decayed(v) for v in group] for group in trainable]
     initial_weights = self.weights_layout.pack([[v.numpy() for v in g] for g in trainable])
     initial_statistics = self.statistics_layout.pack([[v.numpy() for v in g] for g in statistics])
     self.packed_weights = self.add_weight(
@@ -245,10 +265,10 @@ class MixOp(keras.layers.Layer):
         shape=initial_statistics.shape, initializer=lambda shape, dtype: initial_statistics,
         trainable=False, name="statistics")
     # Candidates alike share a branch; `branch_of[choice]` is its index.
-    structures = [structure_of(op) for op in self.candidates]
+    structures = [structure_of(op) for op in candidates]
     self.structures = list(dict.fromkeys(structures))
     self.branch_of = np.array([self.structures.index(s) for s in structures], np.int32)
-    num = len(self.candidates)
+    num = len(candidates)
     members = [[c for c in range(num) if self.branch_of[c] == b] for b in range(len(self.structures))]
     self._shapes = [(_Shapes(self.weights_layout, m, num), _Shapes(self.statistics_layout, m, num))
                     for m in members]
@@ -257,6 +277,7 @@ class MixOp(keras.layers.Layer):
                              self.statistic_offsets[:-1], self.statistic_offsets[1:],
                              self.branch_of], axis=1).astype(np.int32)
     self.built = True
+    return output
 
   def _look_up(self, choice):
     """(weight start, weight stop, statistics start, statistics stop, branch) of `choice`."""

@@ -47,17 +47,17 @@ def inherit_weights(supergraph, arch: Sequence[str], model: keras.Model) -> kera
   space = supergraph.space
   path = space.indices(arch)
 
-  def target_of(source):
+  def target_of(name):
     try:
-      return model.get_layer(source.name)
+      return model.get_layer(name)
     except ValueError as error:
-      raise ValueError(f"Model {model.name!r} has no layer {source.name!r}; it was not built for "
+      raise ValueError(f"Model {model.name!r} has no layer {name!r}; it was not built for "
                        f"architecture {space.arch_to_string(arch)} of space {space.name!r}.") from error
 
   for source in supergraph.shared_layers():
-    target_of(source).set_weights(source.get_weights())
+    target_of(source.name).set_weights(source.get_weights())
   for index, choice in enumerate(path):
-    target = target_of(supergraph.candidate(index, choice))
+    target = target_of(supergraph.candidate_name(index, choice))
     trainable, statistics = supergraph.mixops[index].candidate_weights(choice)
     for variable, value in zip(target.trainable_variables + target.non_trainable_variables,
                                trainable + statistics):

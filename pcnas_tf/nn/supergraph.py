@@ -38,13 +38,11 @@ class Supergraph(keras.Model):
     self._build_every_candidate()
 
   def _build_every_candidate(self):
-    # Variables cannot be created inside the branches of a traced switch_case, so every candidate is
-    # built here, eagerly, on one zero image, and then packed.
+    # Every candidate is built eagerly, on one zero image, packed, and dropped, mixop by mixop: only
+    # one mixop's templates are alive at a time.
     x = self._stem(tf.zeros((1,) + self.image_shape), training=False)
     for mixop in self.mixops:
-      outputs = [op(x, training=False) for op in mixop.candidates]
-      mixop.pack()
-      x = outputs[0]
+      x = mixop.pack(x)
     self.head(x, training=False)
     self.built = True
 
@@ -102,9 +100,9 @@ class Supergraph(keras.Model):
     """The layers every path uses: stem, fixed first operator, head."""
     return [layer for layer in (self.stem, self.first_op, self.head) if layer is not None]
 
-  def candidate(self, index, choice):
-    """The operator layer (a template, see `MixOp`) for `choice` at mixop `index`."""
-    return self.mixops[index].candidates[choice]
+  def candidate_name(self, index, choice):
+    """The name of the operator layer for `choice` at mixop `index` (as `model.build_model` names it)."""
+    return self.mixops[index].candidate_names[choice]
 
   def get_config(self):
     return {"space": self.space.to_json(), "input_shape": self.image_shape,

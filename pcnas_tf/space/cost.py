@@ -65,21 +65,32 @@ def layer_input_sizes(space, resolution) -> list[tuple[int, int]]:
   return sizes
 
 
-def fixed_cost(space, input_shape, num_classes, se=False) -> Cost:
-  """Cost of the parts every architecture shares: stem, fixed first operator, head."""
+def stem_cost(space, input_shape, se=False) -> Cost:
+  """Cost of the stem and the fixed first operator: what runs before the first mixop."""
   height, width, channels = input_shape
   cost, height, width = _conv_bn(channels, space.stem_channels, (3, 3),
                                  (space.stem_stride, space.stem_stride), height, width)
   if space.first_op is not None:
     op, out_channels = space.first_op
     cost += op_cost(op, space.stem_channels, out_channels, 1, height, width, se)
-  for layer in space.layers:
-    height, width = _shrink(height, layer.stride), _shrink(width, layer.stride)
+  return cost
+
+
+def head_cost(space, input_shape, num_classes) -> Cost:
+  """Cost of the head: the optional 1x1 conv and the classifier, after the last mixop."""
+  height, width = layer_input_sizes(space, input_shape[:2])[-1]
+  height, width = _shrink(height, space.layers[-1].stride), _shrink(width, space.layers[-1].stride)
   features = space.layers[-1].channels
+  cost = Cost()
   if space.head_channels:
-    head, _, _ = _conv_bn(features, space.head_channels, (1, 1), (1, 1), height, width)
-    cost, features = cost + head, space.head_channels
+    cost, _, _ = _conv_bn(features, space.head_channels, (1, 1), (1, 1), height, width)
+    features = space.head_channels
   return cost + Cost(features * num_classes + num_classes, features * num_classes)
+
+
+def fixed_cost(space, input_shape, num_classes, se=False) -> Cost:
+  """Cost of the parts every architecture shares: stem, fixed first operator, head."""
+  return stem_cost(space, input_shape, se) + head_cost(space, input_shape, num_classes)
 
 
 def layer_costs(space, input_shape, se=False) -> list[list[Cost]]:

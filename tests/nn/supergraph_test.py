@@ -1,5 +1,8 @@
 """Tests of the supergraph: one trace for every path, single-path updates, shared weights."""
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -77,7 +80,7 @@ def test_step_changes_only_the_selected_path():
   for mixop in trainer.supergraph.mixops:
     for variable, values, offsets in ((mixop.packed_weights, 0, mixop.weight_offsets),
                                       (mixop.packed_statistics, 1, mixop.statistic_offsets)):
-      for choice in range(len(mixop.candidates)):
+      for choice in range(mixop.num_candidates):
         rows = variable.numpy()[offsets[choice]:offsets[choice + 1]]
         held = mixop.candidate_weights(choice)[values]
         assert np.count_nonzero(rows) == sum(np.count_nonzero(a) for a in held), (variable.path, choice)
@@ -86,18 +89,33 @@ def test_step_changes_only_the_selected_path():
 def test_candidate_weights_follow_the_template_layout():
   trainer = _trainer()
   mixop = trainer.supergraph.mixops[0]
-  for choice, template in enumerate(mixop.candidates):
+  x = trainer.supergraph._stem(tf.zeros((1,) + SHAPE), training=False)  # pylint: disable=protected-access
+  templates = [ops.candidate_layer(SPACE, 0, op) for op in SPACE.layers[0].choices]
+  for op in templates:
+    op(x)
+  assert mixop.candidate_names == [op.name for op in templates]
+  for choice, template in enumerate(templates):
     trainable, statistics = mixop.candidate_weights(choice)
     assert [a.shape for a in trainable] == [tuple(v.shape) for v in template.trainable_variables]
     assert [a.shape for a in statistics] == [tuple(v.shape) for v in template.non_trainable_variables]
   # Weight decay covers exactly the kernels' entries of the packed weights, in PathSGD as in the mixop.
-  kernels = sum(int(np.prod(v.shape)) for op in mixop.candidates for v in op.trainable_variables
+  kernels = sum(int(np.prod(v.shape)) for op in templates for v in op.trainable_variables
                 if v.name in ("kernel", "depthwise_kernel"))
   assert kernels and mixop.decay_mask.sum() == kernels < mixop.decay_mask.size
   np.testing.assert_array_equal(trainer.optimizer.decay_masks[0].numpy(), mixop.decay_mask)
-  # Templates are not the supergraph's state: checkpoints hold the packed variables only.
-  template_ids = {id(v) for op in mixop.candidates for v in op.variables}
-  assert not template_ids & {id(v) for v in trainer.supergraph.variables}
+
+
+def test_weights_are_held_once_the_templates_dropped_after_packing():
+  space = space_lib.small_space(0.1)
+  x = tf.zeros((1, 8, 8, space.layer_input_channels()[1]))
+  templates = [ops.candidate_layer(space, 1, op) for op in space.layers[1].choices]
+  mixop = mixop_lib.MixOp(templates)
+  alive = [weakref.ref(op) for op in templates]
+  del templates
+  mixop.pack(x)  # builds the templates on x, packs them, drops them
+  gc.collect()
+  assert alive and not any(ref() for ref in alive)  # every template, and so its variables, freed
+  assert [v.path for v in mixop.variables] == [mixop.packed_weights.path, mixop.packed_statistics.path]
 
 
 @pytest.mark.parametrize("space,se", [(space_lib.small_space(0.1), False),
@@ -107,16 +125,16 @@ def test_every_candidate_computes_what_its_operator_computes(space, se):
   # each must compute exactly what its Keras operator computes, in both modes, statistics included.
   for index in (0, 1):  # a stride-2 layer whose Identity is a projection, a residual stride-1 layer
     x = tf.random.stateless_normal((2, 8, 8, space.layer_input_channels()[index]), seed=(index, 1))
-    mixop = mixop_lib.MixOp([ops.candidate_layer(space, index, op, se)
-                             for op in space.layers[index].choices])
-    for op in mixop.candidates:
+    candidates = [ops.candidate_layer(space, index, op, se) for op in space.layers[index].choices]
+    for op in candidates:
       op(x)
+    mixop = mixop_lib.MixOp(candidates)
     mixop.pack()
-    assert len(mixop.structures) < len(mixop.candidates)
+    assert len(mixop.structures) < len(candidates)
     statistics = np.random.default_rng(index).uniform(0.5, 2.0, mixop.packed_statistics.shape)
     mixop.packed_statistics.assign(statistics.astype(np.float32))
     run = tf.function(lambda x, choice, training: mixop(x, choice, training=training))
-    for choice, op in enumerate(mixop.candidates):
+    for choice, op in enumerate(candidates):
       trainable, moving = mixop.candidate_weights(choice)
       for training in (False, True):
         expected, new_moving = op.stateless_call(trainable, moving, x, training=training)
