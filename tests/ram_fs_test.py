@@ -77,6 +77,26 @@ def test_a_checkpoint_on_ram_is_written_in_place_and_read_back(ram_root):
   assert checkpoint.latest(directory)[1] == {"step": 1}
 
 
+
+def test_a_work_directory_on_ram_is_locked_on_this_machine(ram_root):
+  from pcnas_tf.training import workdir  # pylint: disable=g-import-not-at-top
+  work_dir = os.path.join(ram_root, "run")
+  with workdir.WorkDirLock(work_dir) as lock:
+    assert files.is_local(lock.path) and not files.exists(work_dir)
+    with pytest.raises(errors.UserError, match=r"^Work directory 'ram://.*/run' is in use by another run"):
+      with workdir.WorkDirLock(work_dir):
+        pass
+
+
+def test_a_ground_truth_table_off_local_disk_is_refused_before_anything_is_trained(ram_root):
+  from pcnas_tf.studies import ground_truth  # pylint: disable=g-import-not-at-top
+  from pcnas_tf.studies import ground_truth_build  # pylint: disable=g-import-not-at-top
+  train = testing.FakeStandalone()
+  with pytest.raises(ground_truth.GroundTruthError, match=r"is not on a local file system; its shards lock"):
+    ground_truth_build.build(os.path.join(ram_root, "gt.json"), ground_truth_build.BuildConfig(), train)
+  assert train.calls == [] and files.listdir(ram_root) == []
+
+
 @pytest.fixture
 def tfds_reads_ram(monkeypatch):
   """Teaches etils' paths (what tfds opens a data directory with) the `ram://` scheme, through
