@@ -104,11 +104,11 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 def check_output_dir(path: str, overwrite: bool) -> None:
   """Raises if `path` exists without `overwrite`, is a file, or cannot be written or created."""
-  if os.path.exists(path) and not overwrite:
+  if files.exists(path) and not overwrite:
     raise export_errors.ExportError(
         f"Output directory {path!r} already exists; pass --overwrite to replace its "
         f"exports.")
-  if os.path.exists(path) and not os.path.isdir(path):
+  if files.exists(path) and not files.isdir(path):
     raise export_errors.ExportError(f"Output path {path!r} exists and is not a directory.")
   try:
     files.check_writable_dir(path, "Output directory", "--output_dir")
@@ -119,7 +119,10 @@ def check_output_dir(path: str, overwrite: bool) -> None:
 def prepare_output_dir(path: str, overwrite: bool) -> None:
   """Creates the output directory; an existing one is an error unless `overwrite`."""
   check_output_dir(path, overwrite)
-  os.makedirs(path, exist_ok=True)
+  try:
+    files.make_dir(path, "Output directory")
+  except errors.UserError as error:
+    raise export_errors.ExportError(str(error)) from error
 
 
 # The whole export -----------------------------------------------------------------------------------
@@ -196,12 +199,12 @@ def _export_tensorrt(run: _Run) -> None:
   route = writers.tensorrt_route()
   for precision in TENSORRT_PRECISIONS:
     if route == "tf_trt":
-      if not os.path.isdir(run.path("saved_model")):
+      if not files.isdir(run.path("saved_model")):
         writers.export_saved_model(run.model, run.path("saved_model"), run.config.top_k)
       path = run.path(f"tensorrt_{precision}")
       predict = writers.export_tf_trt(run.path("saved_model"), path, precision, run.timing_batch())
     else:
-      if not os.path.isfile(run.path("model.onnx")):
+      if not files.isfile(run.path("model.onnx")):
         writers.export_onnx(run.model, run.path("model.onnx"))
       path = run.path(f"model_{precision}.plan")
       predict = writers.export_tensorrt_engine(run.path("model.onnx"), path, precision, run.config.batch)

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from pcnas_tf import console
+from pcnas_tf import files
 from pcnas_tf.constraints import timing
 
 Predict = Callable[[np.ndarray], np.ndarray]  # A batch of images -> a batch of outputs.
@@ -43,7 +44,7 @@ def tflite_predictor(path: str, num_threads: int = 1) -> Predict:
   """Runs a TFLite model with the LiteRT interpreter, resizing its batch to each input's."""
   from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
   with console.native_stderr_held():  # LiteRT's "Created ... XNNPACK delegate" line
-    interpreter = Interpreter(model_path=path, num_threads=num_threads)
+    interpreter = Interpreter(model_content=files.read_bytes(path), num_threads=num_threads)
     interpreter.allocate_tensors()
   input_index = interpreter.get_input_details()[0]["index"]
   output_index = interpreter.get_output_details()[0]["index"]
@@ -64,7 +65,8 @@ def onnx_predictor(path: str, num_threads: int = 1) -> Predict:
   import onnxruntime  # pylint: disable=g-import-not-at-top
   options = onnxruntime.SessionOptions()
   options.intra_op_num_threads = options.inter_op_num_threads = num_threads
-  session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+  session = onnxruntime.InferenceSession(files.read_bytes(path), options,
+                                         providers=["CPUExecutionProvider"])
   return lambda images: session.run(["probabilities"], {"images": np.asarray(images, np.float32)})[0]
 
 

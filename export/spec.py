@@ -57,23 +57,29 @@ def load_keras_archive(path: str) -> keras.Model:
   marks their sub-layers built without variables and then fails to load the weights. Rebuilding from the
   config, running one batch to create every variable, then loading the weights gives the same model.
   """
-  if os.path.isdir(path):
+  if files.isdir(path):
     inside = os.path.join(path, train_lib.MODEL_FILE)
-    example = (f", such as {inside!r}" if os.path.isfile(inside)
+    example = (f", such as {inside!r}" if files.isfile(inside)
                else f" (the {train_lib.MODEL_FILE} a training writes)")
     raise export_errors.ExportError(f"Model file {path!r} is a directory; expected a .keras file{example}.")
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     raise export_errors.ExportError(f"Model file {path!r} does not exist.")
+  with files.local_copy(path) as local:  # zipfile and h5py read local files
+    return _load_local_archive(local, path)
+
+
+def _load_local_archive(local: str, path: str) -> keras.Model:
+  """`load_keras_archive` of the local file `local`; messages name `path`, where it came from."""
   with warnings.catch_warnings():
     # Keras warns of the sub-layers it leaves unbuilt (built below), and of optimizer slots it skips.
     warnings.simplefilter("ignore", UserWarning)
-    model = _model_from_archive(path)
+    model = _model_from_archive(local, path)
     if not isinstance(model, keras.Model) or len(model.inputs) != 1:
       raise export_errors.ExportError(
           f"Model file {path!r} is not a PC-NAS model: it needs one image input.")
     model(np.zeros((1,) + tuple(model.input_shape[1:]), np.float32))
     try:
-      model.load_weights(path)
+      model.load_weights(local)
     except (OSError, KeyError, ValueError) as error:
       # h5py's OSError for a truncated or garbled model.weights.h5, KeyError for a missing one, ValueError
       # for weights that do not fit the config: the archive was cut short or mixed up.
@@ -83,9 +89,9 @@ def load_keras_archive(path: str) -> keras.Model:
   return model
 
 
-def _model_from_archive(path: str):
+def _model_from_archive(local: str, path: str):
   try:
-    with zipfile.ZipFile(path) as archive:
+    with zipfile.ZipFile(local) as archive:
       config = archive.read("config.json").decode()
     return keras.models.model_from_json(config)
   except PermissionError as error:
@@ -116,9 +122,9 @@ def model_arch(model: keras.Model) -> space_lib.Architecture:
 
 def find_spec_file(model_path: str) -> str | None:
   """The `train_result.json` or `search_result.json` next to the model, or None."""
-  folder = os.path.dirname(os.path.abspath(model_path))
+  folder = os.path.dirname(files.absolute(model_path))
   for name in SPEC_FILES:
-    if os.path.isfile(os.path.join(folder, name)):
+    if files.isfile(os.path.join(folder, name)):
       return os.path.join(folder, name)
   return None
 

@@ -99,8 +99,7 @@ def export_tflite(model: keras.Model, path: str, representative=None) -> None:
     # don't"); the calibration then supplies them. It asks nothing of the user.
     warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
     content = converter.convert()
-  with open(_fresh(path), "wb") as f:
-    f.write(content)
+  files.write_bytes(_fresh(path), content)
 
 
 def export_onnx(model: keras.Model, path: str) -> None:
@@ -110,8 +109,9 @@ def export_onnx(model: keras.Model, path: str) -> None:
   """
   import tf2onnx  # pylint: disable=g-import-not-at-top  (slow to import; only this format needs it)
   function = predictors.probabilities_function(model)
-  tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=ONNX_OPSET,
-                                output_path=_fresh(path))
+  with files.written_locally(_fresh(path)) as local:  # tf2onnx writes with `open`: local paths only
+    tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=ONNX_OPSET,
+                                  output_path=local)
 
 
 def stage_ends(space) -> list[int]:
@@ -139,7 +139,8 @@ def export_backbone(model: keras.Model, spec: spec_lib.ModelSpec, keras_path: st
     The backbone Keras model.
   """
   backbone = backbone_model(model, spec)
-  backbone.save(_fresh(keras_path))
+  with files.written_locally(_fresh(keras_path)) as local:
+    backbone.save(local)
   archive = keras.export.ExportArchive()
   archive.track(backbone)
   archive.add_endpoint("serving_default", lambda images: backbone(images, training=False),
@@ -175,13 +176,11 @@ def export_tf_trt(saved_model_path: str, path: str, precision: str,
 def export_tensorrt_engine(onnx_path: str, path: str, precision: str, batch: int) -> predictors.Predict:
   """Builds a serialized TensorRT engine (`.plan`) from the ONNX file, for batches of 1..`batch`."""
   logger = tensorrt.logger()
-  with open(onnx_path, "rb") as f:
-    onnx_bytes = f.read()
+  onnx_bytes = files.read_bytes(onnx_path)
   try:
     engine = tensorrt.build_engine(onnx_bytes, precision, logger, batch_range=(1, batch))
   except RuntimeError as error:
     raise export_errors.ExportError(
         f"TensorRT could not build a {precision} engine from {onnx_path!r}: {error}") from error
-  with open(_fresh(path), "wb") as f:
-    f.write(engine)
+  files.write_bytes(_fresh(path), engine)
   return tensorrt.Engine(engine, logger)

@@ -110,7 +110,7 @@ def retrain_config(search_result: dict, result_path: str, retraining: Retraining
 
 
 def _finished(path: str):
-  if not os.path.exists(path):
+  if not files.exists(path):
     return None
   return files.read_json(path, "earlier result")
 
@@ -231,8 +231,8 @@ def _export(model_dir, output_dir, search, latency_runs, formats, overwrite) -> 
   from export import spec as spec_lib  # pylint: disable=g-import-not-at-top
   model_path = os.path.join(model_dir, train_lib.MODEL_FILE)
   done = _finished(os.path.join(output_dir, export_lib.RESULT_FILE))
-  model_time = os.path.getmtime(model_path)
-  if done is not None and not overwrite and os.path.getmtime(
+  model_time = files.mtime(model_path)
+  if done is not None and not overwrite and files.mtime(
       os.path.join(output_dir, export_lib.RESULT_FILE)) >= model_time:
     return done
   batch = search["config"]["latency_batch"]

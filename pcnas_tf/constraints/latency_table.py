@@ -25,7 +25,7 @@ their ratio in the group / their geometric-mean ratio over the groups of whole n
 that includes them.
 
 The file is the build's state: after every group it is rewritten atomically (temp file, then
-`os.replace`), so an interrupted build resumes with what it already measured.
+a rename), so an interrupted build resumes with what it already measured.
 """
 
 import hashlib
@@ -164,7 +164,7 @@ def load_table(path: str, expected: dict | None = None) -> LatencyTable:
 
 
 def _write(path: str, state: dict) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  files.make_dir(os.path.dirname(files.absolute(path)), "Latency table directory")
   files.write_json(path, state, indent=1)
 
 
@@ -209,7 +209,7 @@ def build_table(space, config: backends_lib.BackendConfig, batch: int, resolutio
   state = _start_or_resume(output, metadata, space, calibration_archs, seed)
   if not state.get("complete"):
     # Before the first timing: a table that cannot be saved would lose every group measured.
-    files.check_writable_dir(os.path.dirname(os.path.abspath(output)), "Latency table directory",
+    files.check_writable_dir(os.path.dirname(files.absolute(output)), "Latency table directory",
                              output_flag)
     _measure_missing(state, space, backend, output, progress, reference)
     _finish(state, space)
@@ -218,7 +218,7 @@ def build_table(space, config: backends_lib.BackendConfig, batch: int, resolutio
 
 
 def _start_or_resume(output, metadata, space, calibration_archs, seed) -> dict:
-  if os.path.exists(output):
+  if files.exists(output):
     state = _read(output)
     check_metadata(state["metadata"], metadata, output, CACHE_FIELDS)
     return state

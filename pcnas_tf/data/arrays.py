@@ -14,9 +14,8 @@ exceeds 1, in [0, 255]. Images of rank 3 are grey; 1, 3 or 4 channels (RGBA: the
 
 import dataclasses
 import hashlib
+import io
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
@@ -194,46 +193,52 @@ def digest(splits: dict, num_classes: int) -> str:
 
 def directory_of(root: str, splits: dict, num_classes: int) -> str:
   """Where `write` writes `splits` under `root`: a directory named after their digest."""
-  return os.path.join(os.path.abspath(root), digest(splits, num_classes))
+  return os.path.join(files.absolute(root), digest(splits, num_classes))
 
 
 def write(root: str, splits: dict, num_classes: int) -> str:
   """Writes `splits` (name -> `Split`, "train" required) to `directory_of(root, ...)` and returns it.
 
-  The same arrays are written once; the directory appears whole (written beside it, then renamed), so
-  a crash never leaves half of it.
+  The same arrays are written once; the index is written last, so a directory without it (a crash
+  part way) holds no arrays to `read` and is written afresh. Written in place, not renamed into place,
+  as an object store cannot rename a directory.
   """
   directory = directory_of(root, splits, num_classes)
-  if os.path.exists(os.path.join(directory, INDEX_FILE)):
+  if files.exists(os.path.join(directory, INDEX_FILE)):
     return directory
-  files.make_dir(root, "Data directory")
-  staging = tempfile.mkdtemp(dir=root, prefix=".arrays-")
-  try:
-    for name, split in splits.items():
-      np.save(os.path.join(staging, f"{name}_images.npy"), split.images)
-      np.save(os.path.join(staging, f"{name}_labels.npy"), split.labels)
-    files.write_json(os.path.join(staging, INDEX_FILE),
-                     {"format": FORMAT, "num_classes": num_classes,
-                      "splits": {name: len(split.labels) for name, split in splits.items()}})
-    files.remove(directory)  # an incomplete one, without its index
-    os.replace(staging, directory)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
+  files.remove(directory)  # an incomplete one, without its index
+  files.make_dir(directory, "Data directory")
+  for name, split in splits.items():
+    _save(os.path.join(directory, f"{name}_images.npy"), split.images)
+    _save(os.path.join(directory, f"{name}_labels.npy"), split.labels)
+  files.write_json(os.path.join(directory, INDEX_FILE),
+                   {"format": FORMAT, "num_classes": num_classes,
+                    "splits": {name: len(split.labels) for name, split in splits.items()}})
   return directory
+
+
+def _save(path: str, array: np.ndarray) -> None:
+  buffer = io.BytesIO()
+  np.save(buffer, array)
+  files.write_bytes(path, buffer.getvalue())
+
+
+def _load(path: str) -> np.ndarray:
+  return np.load(io.BytesIO(files.read_bytes(path)))
 
 
 def read(directory: str) -> tuple[dict, int]:
   """({split name: `Split`}, number of classes) of a directory `write` wrote."""
   index_path = os.path.join(directory, INDEX_FILE)
-  if not os.path.isfile(index_path):
+  if not files.isfile(index_path):
     raise data_config.DataError(f"Directory {directory} holds no arrays ({INDEX_FILE} is missing); give "
                                 f"the directory the tuner wrote (arrays.write).")
   index = files.read_json(index_path, "arrays index", data_config.DataError)
   if index.get("format") != FORMAT:
     raise data_config.DataError(f"Arrays in {directory} have format {index.get('format')!r}; this "
                                 f"version reads {FORMAT!r}: run the search on the arrays again.")
-  splits = {name: Split(np.load(os.path.join(directory, f"{name}_images.npy")),
-                        np.load(os.path.join(directory, f"{name}_labels.npy")))
+  splits = {name: Split(_load(os.path.join(directory, f"{name}_images.npy")),
+                        _load(os.path.join(directory, f"{name}_labels.npy")))
             for name in index["splits"]}
   return splits, int(index["num_classes"])
 

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from pcnas_tf import files as files_lib
 from pcnas_tf.data import arrays as arrays_lib
 from pcnas_tf.data import data_config
 
@@ -179,7 +180,7 @@ def _fashion_mnist_source(config: data_config.DataConfig) -> _Source:
 
 
 def _tfds_source(config: data_config.DataConfig) -> _Source:
-  if not os.path.isdir(config.root):
+  if not files_lib.isdir(config.root):
     raise data_config.DataError(f"Data directory {config.root} does not exist; give --data_dir a directory that "
                     f"holds prepared tfds datasets.")
   allowed = (f"allowed: {data_config.FASHION_MNIST}, {data_config.IMAGE_FOLDER} or the name of a tfds "
@@ -252,7 +253,7 @@ def _convert_channels(image, channels: int):
 
 def _image_folder_source(config: data_config.DataConfig) -> _Source:
   root = config.root
-  if not os.path.isdir(root):
+  if not files_lib.isdir(root):
     raise data_config.DataError(f"Image folder {root} does not exist; expected {root}/<split>/<label>/*.png|jpg.")
   paths = _list_images(root)
   builder = tfds.ImageFolder(root)
@@ -274,31 +275,32 @@ def _image_folder_source(config: data_config.DataConfig) -> _Source:
 def _unusable_image(path: str, count: int) -> str:
   """Why the image file `path`, one of `count` that did not decode, is unusable: unreadable or corrupt."""
   try:
-    with open(path, "rb"):
-      pass
+    with files_lib.open_file(path, "rb") as f:
+      f.read(1)
   except PermissionError:
     return (f"Image file {path} cannot be read: permission denied ({count} unusable in all); make it "
             f"readable or remove it, or pass --skip_corrupt to skip such files.")
-  except OSError as error:
+  except (OSError, tf.errors.OpError) as error:
     return (f"Image file {path} cannot be read: {_reason(error)} ({count} unusable in all); fix or remove "
             f"it, or pass --skip_corrupt to skip such files.")
   return (f"Image file {path} cannot be decoded ({count} unusable in all); fix or remove it, or pass "
           f"--skip_corrupt to skip such files.")
 
 
-def _reason(error: OSError) -> str:
-  return (error.strerror or type(error).__name__).lower()
+def _reason(error) -> str:
+  reason = error.message if isinstance(error, tf.errors.OpError) else error.strerror
+  return (reason or type(error).__name__).lower()
 
 
 def _listdir(directory: str, what: str) -> list[str]:
   """The entries of `directory` (`what` names it: "Class folder"); unreadable is a `DataError`."""
   try:
-    return os.listdir(directory)
+    return files_lib.listdir(directory)
   except PermissionError as error:
     remedy = "" if what == "Image folder" else " or remove it"
     raise data_config.DataError(f"{what} {directory} cannot be read: permission denied; make it "
                                 f"readable{remedy}.") from error
-  except OSError as error:
+  except (OSError, tf.errors.OpError) as error:
     raise data_config.DataError(f"{what} {directory} cannot be read: {_reason(error)}.") from error
 
 
@@ -308,7 +310,7 @@ def _list_images(root: str) -> dict[str, list[str]]:
   for split in sorted(_listdir(root, "Image folder")):
     split_dir = os.path.join(root, split)
     labels = sorted(label for label in _listdir(split_dir, "Split folder")
-                    if os.path.isdir(os.path.join(split_dir, label))) if os.path.isdir(split_dir) else []
+                    if files_lib.isdir(os.path.join(split_dir, label))) if files_lib.isdir(split_dir) else []
     for label in labels:
       label_dir = os.path.join(split_dir, label)
       images = [os.path.join(label_dir, name) for name in _listdir(label_dir, "Class folder")

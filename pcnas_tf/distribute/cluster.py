@@ -102,7 +102,7 @@ def output_dir(work_dir: str, task: Task) -> str:
   """
   if task.is_chief:
     return work_dir
-  key = hashlib.sha256(os.path.abspath(work_dir).encode()).hexdigest()[:12]
+  key = hashlib.sha256(files.absolute(work_dir).encode()).hexdigest()[:12]
   directory = os.path.join(tempfile.gettempdir(), f"pcnas_{task.name}_{key}")
   shutil.rmtree(directory, ignore_errors=True)
   os.makedirs(directory)
@@ -111,7 +111,7 @@ def output_dir(work_dir: str, task: Task) -> str:
 
 def remove_output_dir(directory: str, work_dir: str) -> None:
   """Deletes a non-chief task's temporary output directory (never the work directory)."""
-  if os.path.abspath(directory) != os.path.abspath(work_dir):
+  if files.absolute(directory) != files.absolute(work_dir):
     shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -66,7 +66,7 @@ def write_report(work_dir: str, run: Run) -> str:
 def render(work_dir: str, run: Run) -> str:
   """The page as one HTML string."""
   search = run.search
-  body = [f"<h1>PC-NAS run: {_e(os.path.abspath(work_dir))}</h1>",
+  body = [f"<h1>PC-NAS run: {_e(files.absolute(work_dir))}</h1>",
           f"<p>Updated {_e(datetime.datetime.now().isoformat(timespec='seconds'))}.</p>",
           "<nav>" + "".join(f'<a href="#{s}">{_e(s)}</a>' for s in SECTIONS) + "</nav>",
           _section("status", "Status", _status(run)),
@@ -82,7 +82,7 @@ def render(work_dir: str, run: Run) -> str:
   return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
           "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
           '<link rel="icon" href="data:,">'
-          f"<title>PC-NAS report: {_e(os.path.basename(os.path.abspath(work_dir)))}</title>"
+          f"<title>PC-NAS report: {_e(os.path.basename(files.absolute(work_dir).rstrip('/')))}</title>"
           f"<style>{_STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
@@ -245,7 +245,7 @@ def _outcome(outcome) -> str:
 
 
 def _tensorboard(work_dir) -> str:
-  log_dir = os.path.join(os.path.abspath(work_dir), "tensorboard")
+  log_dir = os.path.join(files.absolute(work_dir), "tensorboard")
   return (f"<p>Every scored candidate and every retrained network is a session of the HParams "
           f"dashboard (parallel coordinates, scatter plots): <code>tensorboard --logdir "
           f"{_e(log_dir)}</code></p>")
@@ -262,10 +262,9 @@ def _section(section_id, title, body) -> str:
 
 def _picture(work_dir, name, alt) -> str:
   path = os.path.join(work_dir, name)
-  if not os.path.exists(path):
+  if not files.exists(path):
     return _pending(f"{name} not drawn yet")
-  with open(path, "rb") as f:
-    data = base64.b64encode(f.read()).decode("ascii")
+  data = base64.b64encode(files.read_bytes(path)).decode("ascii")
   return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}" title="{_e(name)}">'
 
 

@@ -488,7 +488,7 @@ _OUTPUTS = ("checkpoints", "oracle", "tensorboard", RESULT_FILE, page.REPORT_FIL
 def has_trained_state(work_dir: str) -> bool:
   """Whether `work_dir` holds a checkpoint or a result, which only --overwrite may replace."""
   return (checkpoint.has_checkpoints(os.path.join(work_dir, "checkpoints"))
-          or os.path.exists(os.path.join(work_dir, RESULT_FILE)))
+          or files.exists(os.path.join(work_dir, RESULT_FILE)))
 
 
 def check_work_dir(work_dir: str, config: search_config.SearchConfig, overwrite: bool) -> bool:
@@ -503,7 +503,7 @@ def check_work_dir(work_dir: str, config: search_config.SearchConfig, overwrite:
   files.check_writable_dir(work_dir)
   if overwrite or not has_trained_state(work_dir):
     return True
-  if not os.path.exists(os.path.join(work_dir, workdir.CONFIG_FILE)):
+  if not files.exists(os.path.join(work_dir, workdir.CONFIG_FILE)):
     return False
   differences = workdir.saved_config_differences(work_dir, config.to_json(), "search config")
   if differences:

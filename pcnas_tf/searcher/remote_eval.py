@@ -139,7 +139,7 @@ def _wait_for_workers_to_stop(oracle, grace):
 def save_interval_weights(work_dir, interval, supergraph, state):
   """Writes the supergraph the workers score interval `interval` on (once: scoring does not train)."""
   directory = os.path.join(work_dir, WEIGHTS_DIR)
-  if not os.path.isdir(_weights_path(work_dir, interval)):
+  if not checkpoint.is_complete(_weights_path(work_dir, interval)):
     pairs = checkpoint.named(supergraph.variables, checkpoint.SUPERGRAPH)
     checkpoint.save(directory, interval, checkpoint.arrays_of(pairs), state)
 
@@ -147,7 +147,7 @@ def save_interval_weights(work_dir, interval, supergraph, state):
 def load_interval_weights(work_dir, interval, supergraph, timeout=60.0):
   """Assigns the weights of interval `interval` to `supergraph` (waits for a shared file system)."""
   path, deadline = _weights_path(work_dir, interval), time.monotonic() + timeout
-  while not os.path.isdir(path):
+  while not checkpoint.is_complete(path):
     if time.monotonic() > deadline:
       raise errors.UserError(f"The weights of interval {interval} are not in {path!r}; is --work_dir the "
                              f"search's work directory, on a file system the chief shares?")
@@ -307,7 +307,7 @@ def read_config(work_dir):
   """The `SearchConfig` the chief wrote to `work_dir`/config.json."""
   from pcnas_tf.searcher import search_config  # pylint: disable=g-import-not-at-top  (TensorFlow)
   path = os.path.join(work_dir, "config.json")
-  if not os.path.exists(path):
+  if not files.exists(path):
     raise errors.UserError(f"{path!r} does not exist; --work_dir must be the chief's work directory, "
                            f"shared with this machine.")
   return search_config.SearchConfig.from_json(files.read_json(path, "search config"))

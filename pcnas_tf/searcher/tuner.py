@@ -192,7 +192,7 @@ class PCNASTuner(keras_tuner.Tuner):
   def _check_project(self, config):
     """Refuses a project holding a search of other settings, in the tuner's words (search_main's
     check names its flags)."""
-    if not search_lib.has_trained_state(self.project_dir) or not os.path.exists(
+    if not search_lib.has_trained_state(self.project_dir) or not files.exists(
         os.path.join(self.project_dir, workdir.CONFIG_FILE)):
       return
     differences = workdir.saved_config_differences(self.project_dir, config.to_json(), "search config")
@@ -219,7 +219,7 @@ class PCNASTuner(keras_tuner.Tuner):
                                                                             self.config.pool_size):
       return
     self.oracle.restore(state["oracle"], state["trials"])
-    if os.path.exists(self.result_path):
+    if files.exists(self.result_path):
       self._adopt(files.read_json(self.result_path, "search result"))
 
   def save(self):
@@ -307,7 +307,7 @@ class PCNASTuner(keras_tuner.Tuner):
   def _picture(self, name):
     from PIL import Image  # pylint: disable=g-import-not-at-top
     self._finished()
-    with Image.open(os.path.join(self.project_dir, name)) as image:
+    with files.open_file(os.path.join(self.project_dir, name), "rb") as f, Image.open(f) as image:
       return image.copy()
 
 

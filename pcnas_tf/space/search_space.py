@@ -17,6 +17,7 @@ import re
 from typing import Sequence
 
 from pcnas_tf import errors
+from pcnas_tf import files
 
 Architecture = tuple[str, ...]
 
@@ -296,7 +297,7 @@ def get_space(name: str, width: float = 1.0) -> SearchSpace:
       raise SpaceError(f"Search-space JSON is not valid JSON: {error}.") from error
   if name.endswith(".json"):
     try:
-      with open(name) as f:
+      with files.open_file(name) as f:
         return SearchSpace.from_json(json.load(f))
     except OSError as error:
       raise SpaceError(f"Cannot read search-space file {name!r}: {error.strerror}.") from error

@@ -85,7 +85,7 @@ def train_alone(config: search_config.SearchConfig, space, arch, epochs: int, wo
                 overwrite=False, progress=True) -> dict:
   """Trains `arch` alone in `work_dir` (or reads back a finished training); returns train_result.json."""
   result_path = os.path.join(work_dir, train_lib.RESULT_FILE)
-  if not overwrite and os.path.exists(result_path):
+  if not overwrite and files.exists(result_path):
     return files.read_json(result_path, "training result")
   return train_lib.run_training(standalone_config(config, space, arch, epochs), work_dir, overwrite,
                                 progress)

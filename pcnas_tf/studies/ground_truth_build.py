@@ -8,7 +8,6 @@ import dataclasses
 import fcntl
 import json
 import os
-import shutil
 from typing import Callable, Sequence
 
 import numpy as np
@@ -203,7 +202,9 @@ def build(path: str, config: BuildConfig, train: Callable, progress=True, limit:
 @contextlib.contextmanager
 def _locked(path: str):
   """An exclusive lock beside the table, held while it is read and rewritten. fcntl (POSIX), not a
-  library: the lock lives only as long as the process, so a killed build never leaves it behind."""
+  library: the lock lives only as long as the process, so a killed build never leaves it behind. It
+  needs a local file, so the table is local too (`_check_writable`); the shards of one build share
+  one machine's disk."""
   with open(path + ".lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
@@ -213,6 +214,10 @@ def _locked(path: str):
 
 
 def _check_writable(path: str) -> None:
+  if not files.is_local(path):
+    raise ground_truth.GroundTruthError(
+        f"Ground-truth table {path!r} is not on a local file system; its shards lock it with flock, "
+        f"which needs one: give --output a local path and copy the table afterwards.")
   directory = os.path.dirname(os.path.abspath(path))
   files.check_writable_dir(directory, "Ground-truth table directory", "--output")
   files.make_dir(directory, "Ground-truth table directory")
@@ -261,7 +266,7 @@ def train_alone(work_root: str) -> Callable:
     from pcnas_tf.training import standalone as train_lib  # pylint: disable=g-import-not-at-top
     work_dir = os.path.join(work_root, f"{key}_s{seed}")
     result = train_lib.run_training(train_config(config, key, seed), work_dir, progress=False)
-    shutil.rmtree(work_dir, ignore_errors=True)
+    files.remove(work_dir)
     return {"test_top1": result["top1"], "validation_top1": result["log"][-1]["validation_top1"],
             "wall_s": result["wall_time_s"], "flops": result["flops"], "params": result["params"]}
   return train

@@ -87,7 +87,7 @@ class RankConfig:
       raise errors.UserError(f"Stand-alone epochs (--standalone_epochs) is {self.standalone_epochs}; it "
                              f"must be at least 1.")
     for flag, path in (("--pcnas_dir", self.pcnas_dir), ("--oneshot_dir", self.oneshot_dir)):
-      if path and not os.path.exists(os.path.join(path, search_lib.RESULT_FILE)):
+      if path and not files.exists(os.path.join(path, search_lib.RESULT_FILE)):
         raise errors.UserError(f"{flag}={path} holds no {search_lib.RESULT_FILE}; give the work "
                                f"directory of a finished search, or leave {flag} empty to run one.")
       if path:

@@ -26,6 +26,7 @@ searches, not drawn.
 """
 
 import dataclasses
+import io
 import itertools
 import os
 from typing import Callable, Sequence
@@ -365,8 +366,8 @@ def plot(result: dict, truth, proxies: dict, path: str) -> None:
   for axis in axes[len(panels) + 1:]:
     axis.axis("off")
   figure.tight_layout()
-  files.make_dir(os.path.dirname(os.path.abspath(path)))
-  temporary = path + ".tmp.png"
-  figure.savefig(temporary, dpi=110)
+  files.make_dir(os.path.dirname(files.absolute(path)))
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png", dpi=110)
   plt.close(figure)
-  os.replace(temporary, path)
+  files.write_bytes(path, buffer.getvalue())

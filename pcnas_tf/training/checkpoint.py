@@ -4,11 +4,13 @@ A checkpoint is a directory `ckpt-<n>` holding `variables.npz` (supergraph or mo
 statistics, optimizer slots, each under its name: `supergraph/stem/conv/kernel`,
 `optimizer/momentum/stem/conv/kernel`, ...) and `state.json` (Oracle state, RNG state, progress). It is
 written as `ckpt-<n>.tmp` and renamed, so a crash leaves either the whole checkpoint or nothing; the two
-newest are kept. Readers take the arrays they need by name (`assign`), so none depends on an order.
+newest are kept. Where directories cannot be renamed (an object store, `ram://`), it is written in place
+with `state.json` last, and a checkpoint without its `state.json` is not one (see README, "Work
+directories on other file systems"). Readers take the arrays they need by name (`assign`), so none depends on an order.
 """
 
+import io
 import os
-import shutil
 
 import numpy as np
 
@@ -21,6 +23,7 @@ from pcnas_tf import files
 SUPERGRAPH, MOMENTUM, ITERATIONS = "supergraph/", "optimizer/momentum/", "optimizer/iterations"
 _PREFIX = "ckpt-"
 _KEEP = 2
+_STATE = "state.json"
 
 
 class CheckpointMismatchError(errors.UserError):
@@ -67,23 +70,28 @@ def assign(pairs, arrays: dict, source: str, what: str) -> None:
 def save(directory: str, number: int, arrays: dict, state: dict) -> str:
   """Saves checkpoint `number` with `arrays` ({name: numpy array}) and `state`; returns its path."""
   final = path_of(directory, number)
-  staging = final + ".tmp"
-  shutil.rmtree(staging, ignore_errors=True)
-  os.makedirs(staging)
-  with open(os.path.join(staging, "variables.npz"), "wb") as f:
-    np.savez(f, **arrays)
-    f.flush()
-    os.fsync(f.fileno())
-  files.write_json(os.path.join(staging, "state.json"), state)
-  os.replace(staging, final)
+  staging = final + ".tmp" if files.is_local(final) else final
+  files.remove(staging)
+  files.make_dir(staging, "Checkpoint directory")
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  files.write_bytes(os.path.join(staging, "variables.npz"), buffer.getvalue())
+  files.write_json(os.path.join(staging, _STATE), state)  # last: it marks the checkpoint complete
+  if staging != final:
+    os.replace(staging, final)
   for old in _checkpoints(directory)[:-_KEEP]:
-    shutil.rmtree(old, ignore_errors=True)
+    files.remove(old)
   return final
 
 
 def path_of(directory: str, number: int) -> str:
   """The path of checkpoint `number` in `directory`."""
   return os.path.join(directory, f"{_PREFIX}{number:08d}")
+
+
+def is_complete(path: str) -> bool:
+  """Whether the checkpoint at `path` is all there (its state, written last, is)."""
+  return files.exists(os.path.join(path, _STATE))
 
 
 def latest(directory: str):
@@ -98,20 +106,22 @@ def load(path: str):
   Raises:
     CheckpointMismatchError: for a checkpoint of an older pcnas_tf, whose arrays had no names.
   """
-  with np.load(os.path.join(path, "variables.npz")) as npz:
+  with np.load(io.BytesIO(files.read_bytes(os.path.join(path, "variables.npz")))) as npz:
     arrays = {name: npz[name] for name in npz.files}
   if "arr_0" in arrays:
     raise CheckpointMismatchError(
         f"Checkpoint {path!r} was written by an older pcnas_tf, which stored arrays by position; start "
         f"afresh in another work directory (or with --overwrite).")
-  return arrays, files.read_json(os.path.join(path, "state.json"), "checkpoint state")
+  return arrays, files.read_json(os.path.join(path, _STATE), "checkpoint state")
 
 
 def _checkpoints(directory: str):
-  if not os.path.isdir(directory):
+  if not files.isdir(directory):
     return []
-  names = sorted(n for n in os.listdir(directory) if n.startswith(_PREFIX) and not n.endswith(".tmp"))
-  return [os.path.join(directory, n) for n in names]
+  names = sorted(n for n in files.listdir(directory) if n.startswith(_PREFIX) and not n.endswith(".tmp"))
+  paths = [os.path.join(directory, n) for n in names]
+  # Written in place (no rename): complete once its state is there.
+  return paths if files.is_local(directory) else [p for p in paths if is_complete(p)]
 
 
 def has_checkpoints(directory: str) -> bool:

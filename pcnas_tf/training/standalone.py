@@ -19,8 +19,6 @@ ends, so a run resumed from a checkpoint sees the same batches as one that was n
 
 import dataclasses
 import os
-import shutil
-import tempfile
 import time
 
 import keras
@@ -73,9 +71,9 @@ def check_work_dir(work_dir: str, config: train_config.TrainConfig, overwrite: b
     True if the training starts afresh there (earlier outputs are to be removed), False if it resumes.
   """
   files.check_writable_dir(work_dir)
-  if overwrite or not os.path.isdir(work_dir):
+  if overwrite or not files.isdir(work_dir):
     return True
-  if not [name for name in os.listdir(work_dir) if name != ".lock"]:
+  if not [name for name in files.listdir(work_dir) if name != ".lock"]:
     return True
   _check_resumable(work_dir, config)
   return not checkpoint.has_checkpoints(os.path.join(work_dir, CHECKPOINT_DIR))
@@ -95,8 +93,8 @@ def prepare_work_dir(work_dir: str, config: train_config.TrainConfig, overwrite:
 
 def _check_resumable(work_dir: str, config: train_config.TrainConfig) -> None:
   config_path = os.path.join(work_dir, CONFIG_FILE)
-  if os.path.exists(os.path.join(work_dir, RESULT_FILE)) or not os.path.exists(config_path):
-    what = "a finished training" if os.path.exists(config_path) else "files of something else"
+  if files.exists(os.path.join(work_dir, RESULT_FILE)) or not files.exists(config_path):
+    what = "a finished training" if files.exists(config_path) else "files of something else"
     raise errors.UserError(f"Work directory {work_dir!r} already exists and holds {what}; pass "
                            f"--overwrite to train afresh there, or choose another --work_dir.")
   if not checkpoint.has_checkpoints(os.path.join(work_dir, CHECKPOINT_DIR)):
@@ -296,13 +294,9 @@ def check_splits(config: train_config.TrainConfig, splits: data_config.Splits) -
 
 
 def save_model_atomically(model: keras.Model, path: str) -> None:
-  """Saves a `.keras` model under a temporary name in the same directory, then renames it."""
-  staging = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".model-")
-  try:
-    model.save(os.path.join(staging, MODEL_FILE))
-    os.replace(os.path.join(staging, MODEL_FILE), path)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
+  """Saves a `.keras` model under a temporary name, then renames it to `path` (on any file system)."""
+  with files.written_locally(path) as staging:
+    model.save(staging)
 
 
 def run_training(config: train_config.TrainConfig, work_dir: str, overwrite=False, progress=True,

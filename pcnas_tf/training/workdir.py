@@ -3,8 +3,10 @@ saved, and a fresh start that removes only the run's own outputs. Searches and t
 differently whether a directory resumes (their `check_work_dir`); both prepare it here."""
 
 import fcntl
+import hashlib
 import json
 import os
+import tempfile
 
 from pcnas_tf import errors
 from pcnas_tf import files
@@ -37,10 +39,16 @@ def config_differences(saved, wanted, prefix=""):
 
 
 class WorkDirLock:
-  """An exclusive lock on a work directory, so a second search on it is refused."""
+  """An exclusive lock on a work directory, so a second search on it is refused.
+
+  `flock` needs a local file: a work directory with a scheme (`gs://...`) is locked through a file in
+  this machine's temporary directory named after it, which refuses a second run on this machine only.
+  """
 
   def __init__(self, directory: str):
-    self.path = os.path.join(directory, ".lock")
+    self.directory = directory
+    self.path = os.path.join(directory, ".lock") if files.is_local(directory) else os.path.join(
+        tempfile.gettempdir(), f"pcnas_lock_{hashlib.sha256(directory.encode()).hexdigest()[:16]}")
     self._file = None
 
   def __enter__(self):
@@ -49,7 +57,7 @@ class WorkDirLock:
       fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as error:
       self._file.close()
-      raise errors.UserError(f"Work directory {os.path.dirname(self.path)!r} is in use by another "
+      raise errors.UserError(f"Work directory {self.directory!r} is in use by another "
                              f"run; wait for it or choose another --work_dir.") from error
     return self
 

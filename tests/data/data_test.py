@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from pcnas_tf import files
 from pcnas_tf.data import data_config
 from pcnas_tf.data import sources as data_sources
 from pcnas_tf.data import batches as batches_lib
@@ -459,11 +460,12 @@ def test_unreadable_image_says_permission_denied_not_corrupt(tmp_path, monkeypat
   root = image_folder(tmp_path / "images")
   locked = os.path.join(root, "train", "cat", "0.png")
   # As root TensorFlow reads a chmod 000 file too, so the file also gets undecodable bytes: what the
-  # decoding pass meets for a user who may not read it. `open` in `sources` is denied on it as for that user.
+  # decoding pass meets for a user who may not read it. `files.open_file`, which `sources` opens it with, is
+  # denied on it as for that user.
   with open(locked, "wb") as f:
     f.write(b"unreadable")
   os.chmod(locked, 0)
-  monkeypatch.setattr(data_sources, "open", _failing_on(locked, open), raising=False)
+  monkeypatch.setattr(files, "open_file", _failing_on(locked, files.open_file))
   try:
     with pytest.raises(data_config.DataError, match=f"^Image file {locked} cannot be read: permission "
                        r"denied \(1 unusable in all\); make it readable or remove it, or "
