@@ -7,11 +7,16 @@ train step (PathSGD, one traced graph for every path) and its forward pass again
 model of the same architecture trained by `keras.optimizers.SGD` (nesterov, same batch), measured side
 by side, alternating call by call: each round's supergraph/stand-alone ratio, median over rounds (the
 stable estimator on this shared VM), then the median over paths. Prints a table (median times), then
-one JSON line. Targets: train_step_ratio <= 1.05, forward_ratio <= 1.05, traces == 1.
+one JSON line. Both spaces (`--space`): small and large. Then, in a fresh process, the resident memory
+that building a large-space supergraph (width 1.0, 224x224, 1000 classes) and its optimizer adds,
+over the bytes of its variables (packed weights, statistics, shared layers) and momentum:
+`memory_ratio`. Targets: ratios <= 1.03, traces == 1, memory_ratio <= 1.3.
 """
 
 import argparse
 import json
+import multiprocessing
+import os
 import time
 
 import numpy as np
@@ -59,21 +64,37 @@ def _round_times(fns, repeats):
   return times
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true", help="5 paths, fewer repeats.")
-  parser.add_argument("--paths", type=int, default=20)
-  parser.add_argument("--width", type=float, default=0.35)
-  parser.add_argument("--resolution", type=int, default=64)
-  parser.add_argument("--batch", type=int, default=32)
-  parser.add_argument("--repeats", type=int, default=20)
-  parser.add_argument("--threads", type=int, default=1,
-                      help="intra-op threads (1: the stable setting on a shared machine)")
-  args = parser.parse_args()
-  paths, repeats = (5, 10) if args.quick else (args.paths, args.repeats)
-  tf.config.threading.set_inter_op_parallelism_threads(1)
-  tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-  space = space_lib.small_space(args.width)
+def _rss_bytes() -> int:
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _memory(queue, width, resolution, num_classes):
+  """In a fresh process: (resident bytes a large-space supergraph and its optimizer add, bytes of its
+  variables and momentum)."""
+  tf.zeros([1]) + 1  # the runtime's own start-up, not the supergraph's
+  before = _rss_bytes()
+  trainer = trainer_lib.SupergraphTrainer(space_lib.large_space(width), (resolution, resolution, 3),
+                                          num_classes, tf.distribute.OneDeviceStrategy("/cpu:0"), 32)
+  added = _rss_bytes() - before
+  state = sum(int(np.prod(v.shape)) * v.dtype.size for v in trainer.supergraph.variables)
+  momentum = sum(int(np.prod(v.shape)) * v.dtype.size for v in trainer.optimizer.slots)
+  queue.put((added, state + momentum))
+
+
+def memory_ratio(width=1.0, resolution=224, num_classes=1000):
+  """Resident memory added by building the supergraph and optimizer over their state's bytes."""
+  context = multiprocessing.get_context("spawn")
+  queue = context.Queue()
+  process = context.Process(target=_memory, args=(queue, width, resolution, num_classes))
+  process.start()
+  added, state = queue.get(timeout=1800)
+  process.join()
+  return added, state
+
+
+def _ratios(space, args, paths, repeats):
+  """Median over `paths` random paths of the paired train-step and forward ratios; traces."""
   shape = (args.resolution, args.resolution, 3)
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   trainer = trainer_lib.SupergraphTrainer(space, shape, 10, strategy, args.batch, learning_rate=0.01)
@@ -83,8 +104,8 @@ def main():
   rng = np.random.default_rng(0)
   num_choices = [len(layer.choices) for layer in space.layers]
   rows = []
-  print(f"{'arch':>24} {'sg train ms':>12} {'alone train ms':>15} {'ratio':>6} {'sg fwd ms':>10} "
-        f"{'alone fwd ms':>13} {'ratio':>6}")
+  print(f"{space.name}: {'arch':>24} {'sg train ms':>12} {'alone train ms':>15} {'ratio':>6} "
+        f"{'sg fwd ms':>10} {'alone fwd ms':>13} {'ratio':>6}")
   for _ in range(paths):
     path = pool_lib.complete((), num_choices, rng)
     arch = space.arch_from_indices(path)
@@ -104,16 +125,49 @@ def main():
     train_ratio, forward_ratio = (float(np.median(times[:, a] / times[:, b])) for a, b in ((0, 1), (2, 3)))
     sg_train, sa_train, sg_fwd, sa_fwd = np.median(times, axis=0)
     rows.append((train_ratio, forward_ratio))
-    print(f"{space.arch_to_string(arch):>24} {sg_train * 1e3:12.1f} {sa_train * 1e3:15.1f} "
+    print(f"{space.name}: {space.arch_to_string(arch):>24} {sg_train * 1e3:12.1f} {sa_train * 1e3:15.1f} "
           f"{train_ratio:6.3f} {sg_fwd * 1e3:10.1f} {sa_fwd * 1e3:13.1f} {forward_ratio:6.3f}")
-  train_ratio = float(np.median([r[0] for r in rows]))
-  forward_ratio = float(np.median([r[1] for r in rows]))
   # trace_count counts the train-step trace and the eval-step trace.
-  print(json.dumps({"train_step_ratio": round(train_ratio, 4), "forward_ratio": round(forward_ratio, 4),
-                    "traces": trainer.trace_count - 1, "paths": paths, "space": "small",
-                    "width": args.width, "resolution": args.resolution, "batch": args.batch,
-                    "threads": args.threads,
-                    "estimator": f"median of {repeats} paired ratios"}))
+  return (float(np.median([r[0] for r in rows])), float(np.median([r[1] for r in rows])),
+          trainer.trace_count - 1)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--quick", action="store_true", help="5 paths, fewer repeats.")
+  parser.add_argument("--space", choices=("small", "large", "both"), default="both")
+  parser.add_argument("--paths", type=int, default=20)
+  parser.add_argument("--width", type=float, default=0.35)
+  parser.add_argument("--resolution", type=int, default=64)
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--repeats", type=int, default=20)
+  parser.add_argument("--threads", type=int, default=1,
+                      help="intra-op threads (1: the stable setting on a shared machine)")
+  parser.add_argument("--nomemory", dest="memory", action="store_false",
+                      help="skip the memory measurement (large space, width 1.0, 224x224)")
+  args = parser.parse_args()
+  paths, repeats = (5, 10) if args.quick else (args.paths, args.repeats)
+  tf.config.threading.set_inter_op_parallelism_threads(1)
+  tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+  summary = {}
+  for name in ("small", "large"):
+    if args.space in (name, "both"):
+      space = space_lib.small_space(args.width) if name == "small" else space_lib.large_space(args.width)
+      train_ratio, forward_ratio, traces = _ratios(space, args, paths, repeats)
+      prefix = "" if name == "small" else "large_"
+      summary.update({f"{prefix}train_step_ratio": round(train_ratio, 4),
+                      f"{prefix}forward_ratio": round(forward_ratio, 4), f"{prefix}traces": traces})
+  summary["traces"] = max(v for k, v in summary.items() if k.endswith("traces"))
+  if args.memory:
+    added, state = memory_ratio()
+    print(f"large space, width 1.0, 224x224, 1000 classes: building supergraph and optimizer added "
+          f"{added / 2**30:.2f} GiB resident for {state / 2**30:.2f} GiB of variables and momentum")
+    summary.update({"memory_added_gib": round(added / 2**30, 3), "state_gib": round(state / 2**30, 3),
+                    "memory_ratio": round(added / state, 3)})
+  summary.update({"paths": paths, "width": args.width, "resolution": args.resolution,
+                  "batch": args.batch, "threads": args.threads,
+                  "estimator": f"median of {repeats} paired ratios"})
+  print(json.dumps(summary))
 
 
 if __name__ == "__main__":
