@@ -77,9 +77,9 @@ def _memory(queue, width, resolution, num_classes):
   trainer = trainer_lib.SupergraphTrainer(space_lib.large_space(width), (resolution, resolution, 3),
                                           num_classes, tf.distribute.OneDeviceStrategy("/cpu:0"), 32)
   added = _rss_bytes() - before
-  state = sum(int(np.prod(v.shape)) * v.dtype.size for v in trainer.supergraph.variables)
-  momentum = sum(int(np.prod(v.shape)) * v.dtype.size for v in trainer.optimizer.slots)
-  queue.put((added, state + momentum))
+  def size(variables):
+    return sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in variables)
+  queue.put((added, size(trainer.supergraph.variables) + size(trainer.optimizer.slots)))
 
 
 def memory_ratio(width=1.0, resolution=224, num_classes=1000):
@@ -88,9 +88,10 @@ def memory_ratio(width=1.0, resolution=224, num_classes=1000):
   queue = context.Queue()
   process = context.Process(target=_memory, args=(queue, width, resolution, num_classes))
   process.start()
-  added, state = queue.get(timeout=1800)
-  process.join()
-  return added, state
+  process.join(timeout=1800)
+  if process.exitcode != 0 or queue.empty():
+    raise RuntimeError(f"The memory measurement's process failed (exit code {process.exitcode}).")
+  return queue.get()
 
 
 def _ratios(space, args, paths, repeats):

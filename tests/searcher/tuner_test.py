@@ -18,7 +18,6 @@ from pcnas_tf.data import data_config
 from pcnas_tf.data import fashion_mnist
 from pcnas_tf.data import sources as data_sources
 from pcnas_tf.nn import supergraph as supergraph_lib
-from pcnas_tf.searcher import search_config
 from pcnas_tf.training import checkpoint
 from pcnas_tf.training import supergraph_trainer as trainer_lib
 from tests import helpers as testing
