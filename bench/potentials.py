@@ -39,7 +39,7 @@ class PrefixReuse:
   def __init__(self, evaluator):
     self.evaluator = evaluator
     supergraph, batch_stats = evaluator.supergraph, evaluator.batch_stats
-    self._head = tf.function(lambda x, labels: potential_lib._accuracy(  # pylint: disable=protected-access
+    self._head = tf.function(lambda x, labels: potential_lib._correct(  # pylint: disable=protected-access
         supergraph.head(x, batch_stats=batch_stats), labels))
 
   def accuracies(self, completions):
@@ -63,7 +63,7 @@ class PrefixReuse:
           x, labels = step[j % len(batches)], batches[j % len(batches)][1]
           for index in range(layer + 1, num_layers):
             x = ev._mixop_fns[index](x, tf.constant(path[index], tf.int32))  # pylint: disable=protected-access
-          accuracies.append(float(self._head(x, labels)))
+          accuracies.append(int(self._head(x, labels)) / int(labels.shape[0]))
         results[candidate] = accuracies
     return results
 

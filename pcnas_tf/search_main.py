@@ -36,12 +36,16 @@ flags.DEFINE_float("eval_lease_timeout", 600.0, "With evaluation workers: second
                    "trial unreported before it goes to another worker (> 0).", lower_bound=0.001)
 flags.DEFINE_float("eval_stop_grace", 30.0, "With evaluation workers: seconds the finished search keeps "
                    "serving so that polling workers learn that it is over (>= 0).", lower_bound=0)
+flags.DEFINE_integer("eval_trial_completions", None, "With evaluation workers: the most completions one "
+                     "trial carries (>= 1); default: a trial per candidate (P x N per interval). Smaller "
+                     "trials keep more workers busy; the potentials do not change.", lower_bound=1)
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
-  serve = remote_eval.serve_settings_from_env(FLAGS.eval_lease_timeout, FLAGS.eval_stop_grace)
+  serve = remote_eval.serve_settings_from_env(FLAGS.eval_lease_timeout, FLAGS.eval_stop_grace,
+                                              FLAGS.eval_trial_completions)
   result = search_lib.run_search(search_flags.config_from_flags(), FLAGS.work_dir, FLAGS.overwrite,
                                  FLAGS.progress, FLAGS.collective_timeout_s, serve)
   if result["distribution"]["strategy"] == "multi_worker" and not cluster.task_from_env().is_chief:

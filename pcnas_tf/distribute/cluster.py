@@ -55,6 +55,13 @@ class Task:
   def name(self) -> str:
     return f"{self.type}-{self.index}"
 
+  @property
+  def rank(self) -> int:
+    """0 .. num_tasks - 1, the chief's 0: this task's place when the tasks share work."""
+    if self.type == "chief":
+      return 0
+    return self.index + (1 if self.has_chief_task else 0)
+
 
 def task_from_env(environ=None) -> Task:
   """This process' `Task` from TF_CONFIG; raises `ClusterError` naming what is wrong with it."""

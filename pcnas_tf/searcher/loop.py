@@ -63,13 +63,16 @@ class Search:
 
   def __init__(self, config: search_config.SearchConfig, work_dir: str, progress=True,
                collective_timeout_s=strategy_lib.COLLECTIVE_TIMEOUT_S, serve=None, oracle=None):
-    self.config, self.work_dir, self.serve = config, work_dir, serve
+    self.config, self.work_dir = config, work_dir
     keras.utils.set_random_seed(config.seed)  # the supergraph's initial weights
     self.space = space_lib.get_space(config.space, config.width)
     self.strategy = strategy_lib.make_strategy(config.strategy, collective_timeout_s)
     # Every task runs this whole loop; only the chief's files are kept (see cluster.py).
     self.task = strategy_lib.task_of(self.strategy)
     self.multi_worker = self.task.num_tasks > 1
+    # With evaluation workers the chief serves the trials; the cluster's other tasks pull them too.
+    self.serve = serve if self.task.is_chief else None
+    self.pull_from = serve if not self.task.is_chief else None
     self.progress = progress and self.task.is_chief
     self.out_dir = cluster_lib.output_dir(work_dir, self.task)
     self.splits, self.constraint = load_checked(config, self.space, progress)
@@ -81,7 +84,8 @@ class Search:
         optimizer.schedule(self.total_steps), optimizer.momentum, True, optimizer.weight_decay)
     self.num_choices = tuple(len(layer.choices) for layer in self.space.layers)
     self.oracle = oracle if oracle is not None else make_oracle(
-        config, self.space, serve.lease_timeout if serve else None)
+        config, self.space, serve.lease_timeout if serve else None,
+        serve.trial_completions if serve else None)
     if (self.oracle.num_choices, self.oracle.pool_size) != (self.num_choices, config.pool_size):
       raise ValueError(f"The Oracle given keeps {self.oracle.pool_size} of {self.oracle.num_choices}; "
                        f"this search {config.pool_size} of {self.num_choices}.")
@@ -207,15 +211,22 @@ class Search:
     if not self.oracle.interval_open:
       self.oracle.start_interval(self._completions)
     interval = self.oracle.interval
-    bar = tqdm.tqdm(total=len(self.oracle.pool or [()]), disable=not self.progress, leave=False,
+    bar = tqdm.tqdm(total=self.oracle.interval_trials, disable=not self.progress, leave=False,
                     desc=f"potentials, mixop {interval + 1}/{self.space.num_layers}")
-    bar.update(self._trials_scored())
-    if self.serve:
-      self._wait_for_workers(bar)
+    bar.update(self.oracle.trials_scored)
+    if self.serve or self.pull_from:
+      # From here the chief hands out this interval's trials: its workers and the cluster's tasks pull.
+      self._check_agreement("the interval being scored", interval)
+      if self.serve:
+        self._wait_for_workers(bar)
+      else:
+        self._pull_trials()
+      if self.multi_worker:  # every task takes the chief's results
+        self.oracle.fill_results(self._gather_max(self.oracle.results_row()))
     else:
       self._score_trials(bar)
     bar.close()
-    self._adopt_chief_pool()
+    self._check_agreement("the new pool", [list(m) for m in self.oracle.pool])
     self._log_interval()
     self.timings["eval_s"] += time.time() - start
 
@@ -228,36 +239,88 @@ class Search:
     self.candidate_costs[pool_lib.key(candidate)] = self.constraint.mean_costs(paths)
     return paths
 
-  def _trials_scored(self):
-    return len(self.oracle.potentials) // self.num_choices[self.oracle.interval]
-
-  def _score_trials(self, bar):
-    evaluator = self._evaluator()
-    while True:
-      trial = self.oracle.create_trial(remote_eval.CHIEF)
-      if trial.status != "RUNNING":
-        break
-      oracle_lib.report(self.oracle, trial,
-                        remote_eval.trial_metrics(evaluator, trial.hyperparameters.values))
-      bar.update(1)
+  def _score_trials(self, bar, limit=None, shared=True):
+    """Scores the interval's trials here, a pool member's at a time (they share its prefix), with a
+    checkpoint after each; `limit` trials at most. In a cluster (and `shared`) every task scores its
+    share of each member's trials and all take everyone's results (`_gather_max`), so all form the same
+    pool, the one a single process forms."""
+    evaluator, members = self._evaluator(), max(1, len(self.oracle.pool))
+    group = max(1, self.oracle.interval_trials // members)
+    while limit is None or limit > 0:
+      trials = self.oracle.take_trials(remote_eval.CHIEF, group if limit is None else min(group, limit))
+      if not trials:
+        return
+      values = [trial.hyperparameters.values for trial in trials]
+      if self.multi_worker and shared:
+        rank, tasks = self.task.rank, self.task.num_tasks
+        row = np.full(2 * len(trials), -1.0)
+        mine = remote_eval.score_trials(evaluator, values[rank::tasks])
+        for i, metrics in zip(range(rank, len(trials), tasks), mine):
+          row[2 * i:2 * i + 2] = metrics[oracle_lib.CORRECT], metrics[oracle_lib.IMAGES]
+        row = self._gather_max(row)
+        metrics = [remote_eval.metrics_of(int(row[2 * i]), int(row[2 * i + 1])) for i in range(len(trials))]
+      else:
+        metrics = remote_eval.score_trials(evaluator, values)
+      for trial, trial_metrics in zip(trials, metrics):
+        oracle_lib.report(self.oracle, trial, trial_metrics)
+      bar.update(len(trials))
+      limit = None if limit is None else limit - len(trials)
       self._save()
 
+  def _gather_max(self, row):
+    """The element-wise maximum of every task's `row` (a collective)."""
+    return cluster_lib.gather(self.strategy, row).max(axis=0)
+
+  def _pull_trials(self):
+    """A training task of a cluster whose chief serves evaluation workers: scores trials from the
+    chief's Oracle as a worker does, with this task's copy of the supergraph, until none is left."""
+    client, _ = remote_eval.connect(self.pull_from.lease_timeout)
+    evaluator = self._evaluator()
+    try:
+      while (trial := client.create_trial(self.task.name)).status == "RUNNING":
+        metrics = remote_eval.trial_metrics(evaluator, trial.hyperparameters.values)
+        oracle_lib.report(client, trial, metrics)
+    except remote_eval.grpc.RpcError as error:
+      raise cluster_lib.WorkerLostError(
+          f"{self.task.name} lost contact with the chief's trials at {self.pull_from.address} "
+          f"({error.code().name}); start every task again with the same command and TF_CONFIG: they "
+          f"resume from the newest checkpoint in {self.work_dir!r}.") from error
+
   def _wait_for_workers(self, bar):
-    """Checkpoints as the workers report, until every candidate of the interval is scored."""
-    interval, last_report = self.oracle.interval, time.monotonic()
+    """Checkpoints as the workers report, until every candidate of the interval is scored.
+
+    When no worker has asked for a trial within a lease and none holds one, the chief scores the
+    trials itself, a pool member's at a time (saying so once), so a search never waits on workers that
+    are gone or never came; a worker that asks meanwhile gets the next trial.
+    """
+    interval, last_report, said = self.oracle.interval, time.monotonic(), False
+    lease = self.serve.lease_timeout
     while True:
       done = len(self.oracle.history) > interval
-      scored = bar.total if done else self._trials_scored()
+      scored = bar.total if done else self.oracle.trials_scored
       if scored > bar.n:
         bar.update(scored - bar.n)
         self._save()
         last_report = time.monotonic()
       if done:
         return
-      if time.monotonic() - last_report > self.serve.lease_timeout:  # say why the search waits
+      now = time.monotonic()
+      asked = self.oracle.last_asked
+      if (now - last_report > lease and (asked is None or now - asked > lease)
+          and not self.oracle.workers_holding_trials):
+        if not said:
+          print(f"No evaluation worker at {self.serve.address} has asked for a trial in {lease:g} s; "
+                f"the chief scores the trials itself until one does.", flush=True)
+          said = True
+        # Alone: the other training tasks of a cluster pull from this Oracle too, outside collectives.
+        self._score_trials(bar, max(1, self.oracle.interval_trials // max(1, len(self.oracle.pool))),
+                           shared=False)
+        last_report = time.monotonic() - lease  # check again at once: a worker may have asked
+        continue
+      if now - last_report > lease:  # say why the search waits
         print(f"Waiting for evaluation workers at {self.serve.address}: {bar.n} of {bar.total} trials "
               f"of mixop {interval + 1} scored.", flush=True)
-        last_report = time.monotonic()
+        last_report = now
       time.sleep(0.1)
 
   def _baseline_result(self):
@@ -304,24 +367,6 @@ class Search:
       raise cluster_lib.ClusterError(
           f"The workers disagree on {what} ({self.task.name} has {value!r}); start every task with the "
           f"same flags, code and shared --work_dir.")
-
-  def _adopt_chief_pool(self):
-    """Every task takes the chief's new pool (replica 0 is the chief's).
-
-    Each task scores the candidates itself with the same draws, so the pools agree unless potentials
-    differ in their last bits between machines and reorder a near tie; training must still follow one
-    pool, or the tasks' paths would part.
-    """
-    if not self.multi_worker:
-      return
-    pool = list(self.oracle.pool)
-    row = pool_lib.to_row(pool, self.config.pool_size, self.space.num_layers)
-    chief_pool = pool_lib.from_row(cluster_lib.gather(self.strategy, row)[0], self.config.pool_size)
-    if chief_pool != pool:
-      print(f"{self.task.name}: scored a different pool than the chief's (potentials differ in their "
-            f"last bits); training the chief's.", flush=True)
-      self.oracle.pool = chief_pool
-      self.oracle.history[-1]["pool"] = [list(m) for m in chief_pool]
 
   def _log_interval(self):
     record = self.oracle.history[-1]
@@ -457,11 +502,12 @@ class Search:
     figures.plot_search_front(result, os.path.join(self.out_dir, page.SEARCH_FRONT_PNG))
 
 
-def make_oracle(config: search_config.SearchConfig, space, lease_timeout=None) -> oracle_lib.PCNASOracle:
+def make_oracle(config: search_config.SearchConfig, space, lease_timeout=None,
+                trial_completions=None) -> oracle_lib.PCNASOracle:
   """The search's Oracle: P members of the pool over `space`'s mixops, seeded by the config."""
   num_choices = tuple(len(layer.choices) for layer in space.layers)
   return oracle_lib.PCNASOracle(num_choices, config.pool_size, seed=config.seed,
-                                lease_timeout=lease_timeout)
+                                lease_timeout=lease_timeout, trial_completions=trial_completions)
 
 
 def load_checked(config: search_config.SearchConfig, space, progress=True):
@@ -532,8 +578,9 @@ def run_search(config: search_config.SearchConfig, work_dir: str, overwrite=Fals
   `work_dir`; only the chief prepares, locks and writes it (see cluster.py).
 
   `serve`: `remote_eval.ServeSettings` to have evaluation workers score the potentials; None scores
-  them in this process. In a multi-worker run only the chief serves; the other training tasks score
-  locally and then take the chief's pool.
+  them in this process. In a multi-worker run the chief serves; the other training tasks pull trials
+  from it as the workers do, then all take the chief's results. Without `serve`, the tasks of a
+  multi-worker run share the scoring among themselves.
 
   `oracle`: the `PCNASOracle` to run the pool on (`make_oracle`'s, e.g. a `PCNASTuner`'s); None makes one.
   It holds the search's state when this returns.
@@ -542,6 +589,5 @@ def run_search(config: search_config.SearchConfig, work_dir: str, overwrite=Fals
   return cluster_lib.run_job(
       work_dir, config.strategy == "multi_worker",
       lambda: check_work_dir(work_dir, config, overwrite),
-      lambda chief: Search(config, work_dir, progress, collective_timeout_s, serve if chief else None,
-                           oracle),
+      lambda chief: Search(config, work_dir, progress, collective_timeout_s, serve, oracle),
       lambda: prepare_work_dir(work_dir, config, overwrite))

@@ -1,17 +1,21 @@
 """`PCNASOracle`: the progressive partial-model pool as a keras-tuner Oracle (paper 3.3, Algorithm 2).
 
 The Oracle decides, the search loop runs. At the start of interval l the Oracle extends its pool by every
-operator of mixop l (`pool.extend`) and hands the candidates out as trials, one trial per pool member
-(its N extensions share the member's prefix, so one trial keeps the per-trial overhead at P trials per
-interval instead of P x N). A trial's hyperparameters are the member's choices (`mixop_00`, ...) and
-`extend`, the mixop being decided; the runner reports `potential_<choice>` for each extension. When every
-candidate of the interval is scored, the top P (`pool.top_p`) form the new pool. The Oracle never
-trains; its state travels through `get_state`/`set_state` as plain data.
+operator of mixop l (`pool.extend`) and hands the candidates out as trials. A trial is one candidate, or,
+with `trial_completions`, one chunk of at most that many of its completions, so that any number of
+evaluation workers up to (candidates x chunks) stays busy. A trial's hyperparameters are the candidate's
+choices (`mixop_00` .. `mixop_<l>`), `extend` (l, the mixop being decided), `first` (the index of its
+first completion) and `completions` (JSON). The scorer reports the chunk's `correct` predictions and
+`images`; the candidate's potential is their sums over its chunks (`pool.potential_of`), which are
+integers: the pool does not depend on how the completions were split, who scored which chunk, or the
+order the reports arrive in. Without completions (`start_interval()` with no completer) the scorer draws
+them and reports `potential` itself. When every candidate of the interval is scored, the top P
+(`pool.top_p`) form the new pool. The Oracle never trains; its state travels through
+`get_state`/`set_state` as plain data.
 
-Completions travel with the trial. `start_interval(completer)` draws every candidate's completions at
-once, in pool order, and each trial carries its member's (`completions`, JSON). Whoever scores a trial,
-this process or an evaluation worker (`remote_eval`), scores the same paths, so the pool depends neither
-on who scored what nor on the order in which the reports arrive.
+Completions travel with the trial: `start_interval(completer)` draws every candidate's completions at
+once, in pool order, so whoever scores a trial, this process, a training task or an evaluation worker
+(`remote_eval`), scores the same paths.
 
 Served to evaluation workers over keras-tuner's gRPC service, trials are leased: a trial not reported
 within `lease_timeout` seconds goes back to keras-tuner's own retry queue (the one `Oracle.reload` fills
@@ -22,6 +26,7 @@ per-Oracle lock, as the gRPC handlers do (`_synchronized`).
 """
 
 import functools
+import itertools
 import json
 import math
 import threading
@@ -34,7 +39,12 @@ from keras_tuner.src.engine import trial as trial_module
 from pcnas_tf.searcher import pool as pool_lib
 
 EXTEND = "extend"
+FIRST = "first"
 COMPLETIONS = "completions"
+CORRECT = "correct"
+IMAGES = "images"
+POTENTIAL = "potential"
+NO_POTENTIAL = "no_potential"  # reported, with a potential of -1, when a candidate has none (NaN)
 
 
 def _synchronized(method):
@@ -64,8 +74,11 @@ def mixop_name(index: int) -> str:
   return f"mixop_{index:02d}"
 
 
-def potential_name(choice: int) -> str:
-  return f"potential_{choice}"
+def chunks(paths, size):
+  """(first, paths) of each trial a candidate's completions make, at most `size` (None: all) each; one
+  empty trial for a candidate without completions, which then has no potential."""
+  size = size or max(1, len(paths))
+  return [(first, paths[first:first + size]) for first in range(0, max(1, len(paths)), size)]
 
 
 class PCNASOracle(keras_tuner.Oracle):
@@ -76,24 +89,30 @@ class PCNASOracle(keras_tuner.Oracle):
     pool_size: P, the number of partial models kept.
     lease_timeout: seconds a handed-out trial may stay unreported before another worker gets it; None
       never takes a trial back (one process scores everything).
+    trial_completions: the most completions one trial carries (a candidate's are split into chunks);
+      None: one trial per candidate. It does not change the pool, only how finely work is handed out.
     **kwargs: passed to `keras_tuner.Oracle`.
   """
 
-  def __init__(self, num_choices, pool_size, lease_timeout=None, **kwargs):
-    super().__init__(objective=keras_tuner.Objective("potential", "max"), **kwargs)
+  def __init__(self, num_choices, pool_size, lease_timeout=None, trial_completions=None, **kwargs):
+    super().__init__(objective=keras_tuner.Objective(POTENTIAL, "max"), **kwargs)
     self.verbose = 0
     self.num_choices, self.pool_size = tuple(num_choices), pool_size
     for index, count in enumerate(self.num_choices):
       self.hyperparameters.Choice(mixop_name(index), list(range(count)))
     self.pool = []        # partial models, best first
     self.interval = -1    # the mixop being decided; -1 before the first interval
-    self.pending = []     # pool members whose extensions are not handed out yet
-    self.potentials = {}  # candidate (as a string key) -> potential, this interval
+    self.pending = []     # [candidate, first, completions JSON or None] of trials not handed out yet
+    self.potentials = {}  # candidate (as a string key) -> potential, once all its trials are scored
+    self.pieces = []      # [candidate key, first] of each trial of the interval, in the order drawn
+    self.results = []     # per piece: None until scored, then [correct, images] (or [potential])
     self.history = []     # one record per finished interval
-    self.completions = {}  # pool member (as a string key) -> its trial's completions, until handed out
-    self.lease_timeout = lease_timeout
+    self.lease_timeout, self.trial_completions = lease_timeout, trial_completions
     self.leases = {}       # trial_id -> time.monotonic() deadline; this process's clock, not state
     self.expired_leases, self.late_reports = 0, 0
+    self._local_ids = itertools.count()  # tuner ids of trials taken by this process (`take_trials`)
+    self.last_asked = None  # time.monotonic() when a worker last asked for a trial; not state
+    self._index_pieces()
 
   # The interval protocol -----------------------------------------------------------------------------
 
@@ -108,15 +127,18 @@ class PCNASOracle(keras_tuner.Oracle):
     if self.interval_open:
       raise RuntimeError(f"Interval {self.interval} is still being scored.")
     self.interval += 1
-    members = self.pool or [()]
-    self.pending = [list(member) for member in members]
-    self.potentials = {}
-    self.completions = {}
-    if completer is not None:
-      for member in members:
-        paths = [[[int(c) for c in path] for path in completer(tuple(member) + (choice,))]
-                 for choice in range(self.num_choices[self.interval])]
-        self.completions[pool_lib.key(member)] = json.dumps(paths, separators=(",", ":"))
+    self.potentials, self.pieces, self.pending = {}, [], []
+    for candidate in self.candidates():
+      if completer is None:
+        pieces = [(0, None)]
+      else:
+        paths = [[int(c) for c in path] for path in completer(tuple(candidate))]
+        pieces = [(first, json.dumps(chunk, separators=(",", ":")))
+                  for first, chunk in chunks(paths, self.trial_completions)]
+      self.pieces.extend([pool_lib.key(candidate), first] for first, _ in pieces)
+      self.pending.extend([list(candidate), first, text] for first, text in pieces)
+    self.results = [None] * len(self.pieces)
+    self._index_pieces()
 
   @property
   def interval_open(self) -> bool:
@@ -125,6 +147,44 @@ class PCNASOracle(keras_tuner.Oracle):
   @property
   def finished(self) -> bool:
     return len(self.history) == len(self.num_choices)
+
+  @property
+  def interval_trials(self) -> int:
+    """Trials the interval was split into."""
+    return len(self.pieces)
+
+  @property
+  def trials_scored(self) -> int:
+    """Trials of the interval scored so far."""
+    return sum(result is not None for result in self.results)
+
+  def piece_of(self, values) -> int:
+    """The index among the interval's trials (`pieces`) of the trial with hyperparameter `values`."""
+    return self._piece_index[(pool_lib.key(candidate_of(values)), int(values.get(FIRST, 0)))]
+
+  def _index_pieces(self):
+    self._piece_index = {tuple(piece): i for i, piece in enumerate(self.pieces)}
+    self._pieces_of = {}  # candidate key -> the indices of its pieces
+    for i, (key, _) in enumerate(self.pieces):
+      self._pieces_of.setdefault(key, []).append(i)
+
+  @_synchronized
+  def results_row(self):
+    """The interval's results as one row: `correct, images` per piece, -1 for the pieces not scored
+    here (`fill_results` takes the element-wise maximum of such rows from every task)."""
+    row = []
+    for result in self.results:
+      row.extend(result if result is not None and len(result) == 2 else (-1, -1))
+    return row
+
+  @_synchronized
+  def fill_results(self, row):
+    """Adds the pieces of `row` (`results_row`'s layout) not scored here yet, as if reported."""
+    for index, result in enumerate(self.results):
+      correct, images = row[2 * index], row[2 * index + 1]
+      if result is None and images >= 0:
+        self._add(index, [int(correct), int(images)])
+    self.pending = []
 
   def candidates(self):
     return pool_lib.extend(self.pool, self.num_choices) if self.pool or self.interval == 0 else []
@@ -136,20 +196,57 @@ class PCNASOracle(keras_tuner.Oracle):
       return {"status": trial_module.TrialStatus.STOPPED}
     if not self.pending:
       return {"status": trial_module.TrialStatus.IDLE}
-    member = self.pending.pop(0)
-    values = {mixop_name(index): choice for index, choice in enumerate(member)}
-    values[EXTEND] = self.interval
-    if pool_lib.key(member) in self.completions:
-      values[COMPLETIONS] = self.completions.pop(pool_lib.key(member))
+    candidate, first, completions = self.pending.pop(0)
+    values = {mixop_name(index): choice for index, choice in enumerate(candidate)}
+    values[EXTEND], values[FIRST] = self.interval, first
+    if completions is not None:
+      values[COMPLETIONS] = completions
     return {"status": trial_module.TrialStatus.RUNNING, "values": values}
+
+  # keras-tuner writes the whole Oracle state and the trial to the project directory on every call of a
+  # trial (`save`, `_save_trial`): with hundreds of trials per interval, each carrying its completions,
+  # that is O(trials x state) per interval and the chief's bottleneck. The search's checkpoint holds
+  # the Oracle's state; here the project directory is written once per interval, when the pool changes.
+  def save(self):
+    if not self.interval_open:
+      super().save()
+
+  def _save_trial(self, trial):
+    if not self.interval_open:
+      super()._save_trial(trial)
+
+  def _save_interval(self):
+    for trial in self.trials.values():
+      super()._save_trial(trial)
+    super().save()
 
   @_synchronized
   def create_trial(self, tuner_id):
+    self.last_asked = time.monotonic()
     self._expire_leases()
     trial = super().create_trial(tuner_id)
     if trial.status == trial_module.TrialStatus.RUNNING and self.lease_timeout is not None:
       self.leases[trial.trial_id] = time.monotonic() + self.lease_timeout
     return trial
+
+  @property
+  def workers_holding_trials(self) -> int:
+    """Workers holding a trial they have not reported (trials taken by this process not counted)."""
+    return sum("#" not in tuner_id for tuner_id in self.ongoing_trials)
+
+  @_synchronized
+  def take_trials(self, tuner_id, limit=None):
+    """Hands out up to `limit` (None: every) trials not out yet, at once, to a scorer in this process
+    (which scores them together, sharing their common work, and reports each). Not leased."""
+    taken = []
+    while limit is None or len(taken) < limit:
+      local_id = f"{tuner_id}#{next(self._local_ids)}"
+      trial = super().create_trial(local_id)
+      self.tuner_ids.discard(local_id)  # not a worker the end of the search waits for
+      if trial.status != trial_module.TrialStatus.RUNNING:
+        break
+      taken.append(trial)
+    return taken
 
   def _expire_leases(self):
     now = time.monotonic()
@@ -188,13 +285,30 @@ class PCNASOracle(keras_tuner.Oracle):
     trial = self.trials[trial.trial_id]  # the Oracle's copy holds the metrics a worker reported
     if trial.status != trial_module.TrialStatus.COMPLETED:
       return
-    member = member_of(trial.hyperparameters.values)
-    for choice in range(self.num_choices[self.interval]):
-      name = potential_name(choice)
-      metric = trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None
-      self.potentials[pool_lib.key(member + (choice,))] = float("nan") if metric is None else float(metric)
+    metrics = trial.metrics
+    value = lambda name: metrics.get_last_value(name) if metrics.exists(name) else None
+    if value(IMAGES) is not None:
+      result = [int(value(CORRECT)), int(value(IMAGES))]
+    else:  # scored by a scorer that drew the completions itself; NaN when not reported
+      result = [float("nan") if value(NO_POTENTIAL) else float(value(POTENTIAL))]
+    self._add(self.piece_of(trial.hyperparameters.values), result)
+
+  def _add(self, index, result):
+    """Records the result of piece `index`; a candidate's potential once all its pieces are in."""
+    if self.results[index] is not None:
+      return
+    self.results[index] = result
+    key = self.pieces[index][0]
+    mine = [self.results[i] for i in self._pieces_of[key]]
+    if any(r is None for r in mine):
+      return
+    if len(result) == 1:
+      self.potentials[key] = result[0]
+    else:
+      self.potentials[key] = pool_lib.potential_of(sum(r[0] for r in mine), sum(r[1] for r in mine))
     if len(self.potentials) == len(self.candidates()):
       self._update_pool()
+      self._save_interval()
 
   def _update_pool(self):
     candidates = self.candidates()
@@ -208,9 +322,9 @@ class PCNASOracle(keras_tuner.Oracle):
   def get_state(self):
     state = super().get_state()
     state.update({"pool": [list(m) for m in self.pool], "interval": self.interval,
-                  "pending": self.pending, "potentials": self.potentials, "history": self.history,
-                  "completions": self.completions, "expired_leases": self.expired_leases,
-                  "late_reports": self.late_reports})
+                  "pending": self.pending, "potentials": self.potentials, "pieces": self.pieces,
+                  "results": self.results, "history": self.history,
+                  "expired_leases": self.expired_leases, "late_reports": self.late_reports})
     return state
 
   def set_state(self, state):
@@ -218,7 +332,8 @@ class PCNASOracle(keras_tuner.Oracle):
     self.pool = [tuple(m) for m in state["pool"]]
     self.interval, self.pending = state["interval"], state["pending"]
     self.potentials, self.history = state["potentials"], state["history"]
-    self.completions = state.get("completions", {})
+    self.pieces, self.results = state["pieces"], state["results"]
+    self._index_pieces()
     self.expired_leases = state.get("expired_leases", 0)
     self.late_reports = state.get("late_reports", 0)
     # As `keras_tuner.Oracle.reload` does: trials handed out before a restart are run again, by
@@ -242,18 +357,20 @@ class PCNASOracle(keras_tuner.Oracle):
 
 
 def report(oracle, trial, metrics) -> None:
-  """Reports a scored trial: its `metrics` (potentials), then its end, as keras-tuner's protocol has it.
+  """Reports a scored trial: its `metrics`, then its end, as keras-tuner's protocol has it.
 
-  `oracle` is a `PCNASOracle` or a keras-tuner `OracleClient` of one (the same two calls). A candidate
-  with no feasible completion has no potential (NaN): it is not reported, which `end_trial` reads as
-  NaN as well, since keras-tuner's metric tracker warns on an all-NaN metric.
+  `oracle` is a `PCNASOracle` or a keras-tuner `OracleClient` of one (the same two calls). A potential
+  that is NaN (no feasible completion) goes as -1 with `no_potential`, which `end_trial` reads as NaN:
+  keras-tuner needs its objective in every report, and its metric tracker warns on an all-NaN metric.
   """
-  oracle.update_trial(trial.trial_id, {name: value for name, value in metrics.items()
-                                       if math.isfinite(value)})
+  metrics = dict(metrics)
+  if not math.isfinite(metrics.get(POTENTIAL, math.nan)):
+    metrics.update({POTENTIAL: -1.0, NO_POTENTIAL: 1.0})
+  oracle.update_trial(trial.trial_id, metrics)
   trial.status = "COMPLETED"
   oracle.end_trial(trial)
 
 
-def member_of(values) -> tuple:
-  """The pool member a trial extends, from its hyperparameter values."""
-  return tuple(int(values[mixop_name(index)]) for index in range(int(values[EXTEND])))
+def candidate_of(values) -> tuple:
+  """The candidate a trial scores (the pool member and its choice at mixop `extend`), from its values."""
+  return tuple(int(values[mixop_name(index)]) for index in range(int(values[EXTEND]) + 1))

@@ -25,6 +25,15 @@ def key(partial: PartialModel) -> str:
   return ",".join(str(int(c)) for c in partial)
 
 
+def potential_of(correct: int, images: int) -> float:
+  """A candidate's potential from its completions' correct predictions and images (NaN for none).
+
+  Exact: the counts are integers (exact in float64 below 2**53) and the one division is correctly
+  rounded, so the potential does not depend on how its completions were split or their counts summed.
+  """
+  return correct / images if images else float("nan")
+
+
 def extend(pool: Sequence[PartialModel], num_choices: Sequence[int]) -> list[PartialModel]:
   """The candidates of the next pool update, in pool order then choice order.
 

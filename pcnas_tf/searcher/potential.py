@@ -1,8 +1,10 @@
 """Potentials of candidate partial models on a trained supergraph (paper Algorithm 1).
 
-The potential of a candidate is the mean accuracy of its sampled completions, each on one validation
-mini-batch. Completion j of a candidate uses batch `j % K` of a fixed set of K batches, which makes work
-shareable and exact to reuse. Per batch, the interval's completions (of every candidate of every pool
+The potential of a candidate is the accuracy of its sampled completions, each on one validation
+mini-batch: their correct predictions over their images (the mean accuracy when the batches are of one
+size). Completion j of a candidate uses batch `j % K` of a fixed set of K batches, which makes work
+shareable and exact to reuse. Counted in integers, a potential is the same whoever scores which share of
+the completions and in which order the shares are added (evaluation workers, training tasks). Per batch, the interval's completions (of every candidate of every pool
 member) form a tree over the layers: a node is a path prefix, its activations the output of that
 prefix's last mixop on the batch. Each distinct (batch, prefix) node is computed once, depth first, so
 only the activations along one branch are alive at a time; a path drawn twice is scored once.
@@ -26,10 +28,10 @@ import functools
 import itertools
 from typing import NamedTuple
 
-import numpy as np
 import tensorflow as tf
 
 from pcnas_tf.data import batches as batches_lib
+from pcnas_tf.searcher import pool as pool_lib
 
 BN_MODES = ("batch", "moving")
 
@@ -85,31 +87,40 @@ class PotentialEvaluator:
 
   def _suffix_fn(self, x, labels, path, start):
     x = self.supergraph.features(x, path, batch_stats=self.batch_stats, start=start, images=False)
-    return _accuracy(self.supergraph.head(x, batch_stats=self.batch_stats), labels)
+    return _correct(self.supergraph.head(x, batch_stats=self.batch_stats), labels)
 
   def _correct_fn(self, images, labels, path):
-    return _accuracy(self.supergraph(images, path, batch_stats=self.batch_stats), labels)
+    return _correct(self.supergraph(images, path, batch_stats=self.batch_stats), labels)
 
   def traces(self) -> int:
     """Traces made so far by all of this evaluator's functions (one per piece used)."""
     functions = [self._stem, self._correct, *self._mixop_fns, *self._suffixes]
     return sum(f.experimental_get_tracing_count() for f in functions)
 
-  def accuracies(self, completions: dict) -> dict:
-    """Accuracy of every completion.
+  def batch_size(self, j: int) -> int:
+    """Images completion j is measured on (those of batch `j % K`)."""
+    return int(self.batches[j % len(self.batches)][1].shape[0])
+
+  def correct_counts(self, completions: dict, offsets: dict = None) -> dict:
+    """Correct predictions of every completion, on its batch.
 
     Args:
-      completions: candidate partial model (tuple of choice indices) -> list of full paths extending it.
+      completions: key (a candidate partial model, or any key) -> list of full paths.
+      offsets: key -> the index of its first path among its candidate's completions (default 0): the
+        i-th path of a key is completion `offsets[key] + i`, measured on batch `(offsets[key] + i) % K`,
+        so a share of a candidate's completions is scored as it would be with the rest.
 
     Returns:
-      candidate -> list of accuracies, completion j measured on batch `j % K`.
+      key -> list of correct counts, one per path (integers).
     """
-    results = {tuple(c): [None] * len(paths) for c, paths in completions.items()}
-    # Per batch: each distinct full path -> the (candidate, j) completions it scores.
+    offsets = offsets or {}
+    results = {c: [None] * len(paths) for c, paths in completions.items()}
+    # Per batch: each distinct full path -> the (key, i) completions it scores.
     leaves = [collections.defaultdict(list) for _ in self.batches]
     for candidate, paths in completions.items():
+      first = offsets.get(candidate, 0)
       for j, path in enumerate(paths):
-        leaves[j % len(self.batches)][tuple(int(c) for c in path)].append((tuple(candidate), j))
+        leaves[(first + j) % len(self.batches)][tuple(int(c) for c in path)].append((candidate, j))
     self.forward_calls += sum(len(paths) for paths in completions.values())
     counts = collections.Counter()
     for k, by_path in enumerate(leaves):
@@ -126,8 +137,8 @@ class PotentialEvaluator:
             counts["stems"] += 1
             counts["mixops"] += len(path)
             counts["calls"] += 1
-            accuracy = float(self._correct(images, labels, tf.constant(path, tf.int32)))
-            self._assign(accuracy, [use], results)
+            correct = int(self._correct(images, labels, tf.constant(path, tf.int32)))
+            self._assign(correct, [use], results)
     self.last_work = Work(completions=sum(len(p) for p in completions.values()),
                           distinct=sum(len(by_path) for by_path in leaves), stems=counts["stems"],
                           mixops=counts["mixops"], calls=counts["calls"])
@@ -141,32 +152,38 @@ class PotentialEvaluator:
       if len(group) == 1:  # From here on the path is its own: the rest of it in one call.
         (path,) = group
         counts["mixops"] += len(path) - depth
-        accuracy = self._suffixes[depth](x, labels, tf.constant(path, tf.int32))
-        self._assign(float(accuracy), by_path[path], results)
+        correct = self._suffixes[depth](x, labels, tf.constant(path, tf.int32))
+        self._assign(int(correct), by_path[path], results)
       else:
         counts["mixops"] += 1
         y = self._mixop_fns[depth](x, tf.constant(choice, tf.int32))
         self._descend(y, labels, depth + 1, group, by_path, results, counts)
 
   @staticmethod
-  def _assign(accuracy, uses, results):
+  def _assign(correct, uses, results):
     for candidate, j in uses:
-      results[candidate][j] = accuracy
+      results[candidate][j] = correct
+
+  def accuracies(self, completions: dict) -> dict:
+    """Candidate -> the accuracy of each of its completions (completion j on batch `j % K`)."""
+    return {c: [n / self.batch_size(j) for j, n in enumerate(counts)]
+            for c, counts in self.correct_counts(completions).items()}
 
   def accuracy(self, path, batch_index: int) -> float:
     """Accuracy of one full path on validation batch `batch_index`."""
     images, labels = self.batches[batch_index]
     self.forward_calls += 1
-    return float(self._correct(images, labels, tf.constant(path, tf.int32)))
+    return int(self._correct(images, labels, tf.constant(path, tf.int32))) / int(labels.shape[0])
 
   def potentials(self, completions: dict) -> dict:
-    """Candidate -> mean accuracy over its completions (NaN when it has none)."""
-    return {c: float(np.mean(a)) if a else float("nan") for c, a in self.accuracies(completions).items()}
+    """Candidate -> the accuracy of its completions together (NaN when it has none)."""
+    return {c: pool_lib.potential_of(sum(counts), sum(self.batch_size(j) for j in range(len(counts))))
+            for c, counts in self.correct_counts(completions).items()}
 
 
-def _accuracy(logits, labels):
+def _correct(logits, labels):
   predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
-  return tf.reduce_mean(tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.float32))
+  return tf.reduce_sum(tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.int32))
 
 
 def search_evaluator(config, supergraph, splits):

@@ -3,9 +3,9 @@
 The search process is keras-tuner's chief: it holds the pool (`PCNASOracle`) and serves its trials with
 keras-tuner's own gRPC service (`OracleServicer`, the v4 protos generated for protobuf 4, which load and
 run unchanged with the protobuf 7 and grpcio 1.85 of requirements.txt). Evaluation workers are
-keras-tuner clients (`OracleClient`): each pulls a trial (a pool member, the mixop it extends and the
-completions the chief drew for it), loads the supergraph of that interval from the work directory, scores
-the potentials with `PotentialEvaluator` and reports them back. Both ends are configured the standard
+keras-tuner clients (`OracleClient`): each pulls a trial (a candidate, or a chunk of its completions, as
+the chief drew them), loads the supergraph of that interval from the work directory, counts the correct
+predictions with `PotentialEvaluator` and reports them back. Both ends are configured the standard
 way, by `KERASTUNER_TUNER_ID` (`chief` for the search), `KERASTUNER_ORACLE_IP` and
 `KERASTUNER_ORACLE_PORT`; the work directory must be shared (the workers read config.json and the
 interval weights from it).
@@ -41,6 +41,7 @@ from pcnas_tf.training import checkpoint
 from pcnas_tf import errors
 from pcnas_tf import files
 from pcnas_tf.searcher import oracle as oracle_lib
+from pcnas_tf.searcher import pool as pool_lib
 
 WEIGHTS_DIR = "eval_weights"
 CHIEF = "chief"
@@ -56,13 +57,16 @@ class ServeSettings:
     lease_timeout: seconds a worker may hold a trial before it goes to another worker; longer than
       one trial's scoring (P x N x S forward passes of the suffix), or trials are scored twice.
     stop_grace: seconds the finished chief keeps serving so that polling workers learn the end.
+    trial_completions: the most completions one trial carries (None: a trial per candidate); smaller
+      trials keep more workers busy (up to candidates x chunks) at more trials per interval.
   """
   address: str
   lease_timeout: float = 600.0
   stop_grace: float = 30.0
+  trial_completions: int = None
 
 
-def serve_settings_from_env(lease_timeout: float, stop_grace: float = 30.0):
+def serve_settings_from_env(lease_timeout: float, stop_grace: float = 30.0, trial_completions=None):
   """The chief's `ServeSettings` from the KERASTUNER_* variables, or None when they are not set."""
   try:
     if not dist_utils.has_chief_oracle():
@@ -74,7 +78,9 @@ def serve_settings_from_env(lease_timeout: float, stop_grace: float = 30.0):
         f"KERASTUNER_TUNER_ID is {os.environ['KERASTUNER_TUNER_ID']!r}, but the search is the chief; "
         f"set it to 'chief' here and start workers with `python -m pcnas_tf.eval_worker_main`.")
   errors.check_at_least(lease_timeout, 1, "Trial lease (--eval_lease_timeout)")
-  return ServeSettings(_env_address(), lease_timeout, stop_grace)
+  if trial_completions is not None:
+    errors.check_at_least(trial_completions, 1, "Completions per trial (--eval_trial_completions)")
+  return ServeSettings(_env_address(), lease_timeout, stop_grace, trial_completions)
 
 
 def worker_id_from_env():
@@ -164,21 +170,30 @@ def _weights_path(work_dir, interval):
 
 # Scoring --------------------------------------------------------------------------------------------------
 
-def trial_metrics(evaluator, values):
-  """Scores one trial: `potential_<choice>` per extension of its member, and the best as `potential`.
+def score_trials(evaluator, trials) -> list:
+  """Scores trials together (their common prefixes computed once) and returns each one's metrics: the
+  `correct` predictions and `images` of its completions, and their ratio as `potential` (NaN: none).
 
   Args:
-    evaluator: a `PotentialEvaluator`.
-    values: the trial's hyperparameter values, with the completions the Oracle drew.
+    evaluator: a `PotentialEvaluator` (or anything with its `correct_counts` and `batch_size`).
+    trials: hyperparameter values of trials, with the completions the Oracle drew.
   """
-  member = oracle_lib.member_of(values)
-  paths = json.loads(values[oracle_lib.COMPLETIONS])
-  completions = {member + (choice,): [tuple(p) for p in c] for choice, c in enumerate(paths)}
-  potentials = evaluator.potentials(completions)
-  metrics = {oracle_lib.potential_name(c[-1]): p for c, p in potentials.items()}
-  finite = [p for p in potentials.values() if not math.isnan(p)]
-  metrics["potential"] = max(finite) if finite else -1.0
-  return metrics
+  completions = {i: [tuple(p) for p in json.loads(v[oracle_lib.COMPLETIONS])] for i, v in enumerate(trials)}
+  offsets = {i: int(v.get(oracle_lib.FIRST, 0)) for i, v in enumerate(trials)}
+  counts = evaluator.correct_counts(completions, offsets)
+  return [metrics_of(sum(counts[i]), sum(evaluator.batch_size(offsets[i] + j) for j in range(len(counts[i]))))
+          for i in range(len(trials))]
+
+
+def metrics_of(correct: int, images: int) -> dict:
+  """A trial's metrics from the correct predictions and images of its completions."""
+  return {oracle_lib.CORRECT: float(correct), oracle_lib.IMAGES: float(images),
+          oracle_lib.POTENTIAL: pool_lib.potential_of(correct, images)}
+
+
+def trial_metrics(evaluator, values) -> dict:
+  """The metrics of one trial (`score_trials`)."""
+  return score_trials(evaluator, [values])[0]
 
 
 # The worker -----------------------------------------------------------------------------------------------
@@ -226,12 +241,13 @@ class Worker:
     rpc_timeout: seconds a call may take once the chief has answered.
     connect_timeout: seconds to wait for the chief's first answer (its start may take minutes).
     poll_interval: seconds between asks while the chief trains (no trial to hand out).
+    verbose: print a line per trial scored.
   """
 
   def __init__(self, work_dir, evaluator_factory, tuner_id, rpc_timeout=60.0, connect_timeout=3600.0,
-               poll_interval=1.0):
+               poll_interval=1.0, verbose=True):
     self.work_dir, self.evaluator_factory, self.tuner_id = work_dir, evaluator_factory, tuner_id
-    self.rpc_timeout, self.poll_interval = rpc_timeout, poll_interval
+    self.rpc_timeout, self.poll_interval, self.verbose = rpc_timeout, poll_interval, verbose
     self.client, self.deadline = connect(connect_timeout)
     self.evaluator, self.interval, self.scored = None, None, 0
 
@@ -256,12 +272,11 @@ class Worker:
         time.sleep(self.poll_interval)
       return True
     values = trial.hyperparameters.values
-    print(f"{self.tuner_id}: scoring trial {trial.trial_id} (mixop {values[oracle_lib.EXTEND] + 1}).",
-          flush=True)
+    if self.verbose:
+      print(f"{self.tuner_id}: scoring trial {trial.trial_id} (mixop {values[oracle_lib.EXTEND] + 1}).",
+            flush=True)
     metrics = trial_metrics(self._evaluator_for(values[oracle_lib.EXTEND]), values)
-    self._call(self.client.update_trial, trial.trial_id, metrics)
-    trial.status = "COMPLETED"
-    self._call(self.client.end_trial, trial)
+    self._call(oracle_lib.report, self.client, trial, metrics)
     self.scored += 1
     return True
 

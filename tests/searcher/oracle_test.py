@@ -1,5 +1,6 @@
 """Tests of the pool Oracle, driven without TensorFlow or a supergraph."""
 
+import json
 import math
 
 import pytest
@@ -27,11 +28,8 @@ def _run_interval(oracle, score=_score, stop_after=None):
     trial = oracle.create_trial("chief")
     if trial.status != "RUNNING":
       break
-    member = oracle_lib.member_of(trial.hyperparameters.values)
-    metrics = {oracle_lib.potential_name(c): score(member + (c,))
-               for c in range(NUM_CHOICES[len(member)])}
-    metrics["potential"] = max(metrics.values())
-    oracle_lib.report(oracle, trial, metrics)
+    candidate = oracle_lib.candidate_of(trial.hyperparameters.values)
+    oracle_lib.report(oracle, trial, {oracle_lib.POTENTIAL: score(candidate)})
     trials += 1
   return trials
 
@@ -40,18 +38,18 @@ def test_first_interval_scores_every_operator_of_mixop_one(tmp_path):
   oracle = _oracle(tmp_path)
   oracle.start_interval()
   assert oracle.candidates() == [(0,), (1,), (2,)]
-  assert _run_interval(oracle) == 1  # one trial: the empty member and its 3 extensions
+  assert _run_interval(oracle) == 3  # a trial per candidate
   assert oracle.pool == [(2,), (1,)]
 
 
-def test_pool_is_top_p_of_p_times_n_candidates_one_trial_per_member(tmp_path):
+def test_pool_is_top_p_of_p_times_n_candidates_one_trial_per_candidate(tmp_path):
   oracle = _oracle(tmp_path)
   oracle.start_interval()
   _run_interval(oracle)
   oracle.start_interval()
   candidates = oracle.candidates()
   assert len(candidates) == 2 * NUM_CHOICES[1]
-  assert _run_interval(oracle) == 2
+  assert _run_interval(oracle) == len(candidates)
   expected = sorted(candidates, key=lambda c: -_score(c))[:2]
   assert oracle.pool == expected
   assert oracle.history[-1]["pool_potentials"] == [_score(c) for c in expected]
@@ -108,3 +106,78 @@ def test_starting_an_interval_twice_is_refused(tmp_path):
   oracle.start_interval()
   with pytest.raises(RuntimeError, match="still being scored"):
     oracle.start_interval()
+
+
+def _completer(candidate):
+  """Made-up completions: seven full paths per candidate, depending on the candidate only."""
+  rest = len(NUM_CHOICES) - len(candidate)
+  return [tuple(candidate) + tuple((j * (i + 2) + sum(candidate)) % NUM_CHOICES[len(candidate) + i]
+                                   for i in range(rest)) for j in range(7)]
+
+
+def _count(path, j):
+  """Made-up correct predictions of completion j (on a batch of 10 images)."""
+  return (sum((k + 1) * v for k, v in enumerate(path)) + j) % 11
+
+
+def _score_chunks(oracle, order=None):
+  """Scores every trial of the interval by counting, reporting them in `order` (trial indices)."""
+  trials = oracle.take_trials("chief")
+  for index in order(len(trials)) if order else range(len(trials)):
+    values = trials[index].hyperparameters.values
+    paths = json.loads(values[oracle_lib.COMPLETIONS])
+    first = values[oracle_lib.FIRST]
+    correct = sum(_count(p, first + j) for j, p in enumerate(paths))
+    oracle_lib.report(oracle, trials[index], {oracle_lib.CORRECT: correct, oracle_lib.IMAGES: 10 * len(paths)})
+  return len(trials)
+
+
+@pytest.mark.parametrize("size", [1, 3, 7])
+def test_chunks_of_completions_give_the_pool_of_one_trial_per_candidate_in_any_report_order(tmp_path, size):
+  whole, chunked = _oracle(tmp_path / "whole"), oracle_lib.PCNASOracle(NUM_CHOICES, 2, seed=0,
+                                                                      trial_completions=size)
+  chunked._set_project_dir(str(tmp_path / "chunked"), "oracle")  # pylint: disable=protected-access
+  for _ in NUM_CHOICES:
+    whole.start_interval(_completer)
+    trials = _score_chunks(whole)
+    chunked.start_interval(_completer)
+    assert _score_chunks(chunked, order=lambda n: list(reversed(range(n)))) == trials * -(-7 // size)
+  assert chunked.history == whole.history
+  # The potential is the completions' correct predictions over their images, exactly.
+  last = whole.history[-1]
+  for candidate, potential in zip(last["candidates"], last["potentials"]):
+    paths = _completer(tuple(candidate[:-1]) + (candidate[-1],))
+    assert potential == sum(_count(p, j) for j, p in enumerate(paths)) / 70
+
+
+def test_a_task_given_another_tasks_results_row_forms_the_same_pool(tmp_path):
+  scorer, follower = _oracle(tmp_path / "a"), _oracle(tmp_path / "b")
+  for _ in NUM_CHOICES:
+    scorer.start_interval(_completer)
+    follower.start_interval(_completer)
+    assert follower.results_row() == [-1, -1] * follower.interval_trials
+    _score_chunks(scorer)
+    follower.fill_results(scorer.results_row())
+    assert follower.pool == scorer.pool and not follower.pending
+  assert follower.history == scorer.history
+
+
+def test_taken_trials_are_all_of_the_interval_and_the_end_waits_for_none_of_them(tmp_path):
+  oracle = _oracle(tmp_path)
+  oracle.start_interval(_completer)
+  trials = oracle.take_trials("chief", limit=2)
+  assert len(trials) == 2 and len(oracle.take_trials("chief")) == 1 and not oracle.take_trials("chief")
+  assert not oracle.tuner_ids and oracle.workers_holding_trials == 0
+
+
+def test_the_project_directory_is_written_once_an_interval_not_per_trial(tmp_path):
+  oracle = _oracle(tmp_path)
+  oracle.start_interval(_completer)
+  oracle_file = tmp_path / "oracle" / "oracle.json"
+  written = oracle_file.stat().st_mtime_ns if oracle_file.exists() else None
+  trials = oracle.take_trials("chief")
+  oracle_lib.report(oracle, trials[0], {oracle_lib.CORRECT: 1, oracle_lib.IMAGES: 70})
+  assert (oracle_file.stat().st_mtime_ns if oracle_file.exists() else None) == written
+  for trial in trials[1:]:
+    oracle_lib.report(oracle, trial, {oracle_lib.CORRECT: 1, oracle_lib.IMAGES: 70})
+  assert json.loads(oracle_file.read_text())["history"] == oracle.history

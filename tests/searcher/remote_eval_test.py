@@ -32,16 +32,22 @@ def _completer(candidate):
 
 
 class _Evaluator:
-  """Scores a completion by its path alone, and remembers what it was asked."""
+  """Counts a completion's correct predictions from its path and batch alone (10 images a batch), and
+  remembers the completions it was asked, as (path, completion index) pairs."""
 
   def __init__(self):
     self.supergraph = types.SimpleNamespace(variables=[])
-    self.seen = {}
+    self.seen = set()
 
-  def potentials(self, completions):
-    self.seen.update(completions)
-    return {c: sum(sum((k + 1) * v for k, v in enumerate(p)) for p in paths) / 100.0
-            for c, paths in completions.items()}
+  def correct_counts(self, completions, offsets):
+    self.seen.update((tuple(p), offsets[k] + j) for k, paths in completions.items()
+                     for j, p in enumerate(paths))
+    return {k: [(sum((i + 1) * v for i, v in enumerate(p)) + offsets[k] + j) % 11
+                for j, p in enumerate(paths)] for k, paths in completions.items()}
+
+  def batch_size(self, j):
+    del j
+    return 10
 
 
 @pytest.fixture(name="served")
@@ -66,8 +72,10 @@ def _local_oracle(directory):
 
 
 def _score_locally(oracle, evaluator):
-  while (trial := oracle.create_trial("chief")).status == "RUNNING":
-    oracle_lib.report(oracle, trial, remote_eval.trial_metrics(evaluator, trial.hyperparameters.values))
+  trials = oracle.take_trials("chief")
+  for trial, metrics in zip(trials, remote_eval.score_trials(evaluator, [t.hyperparameters.values
+                                                                         for t in trials])):
+    oracle_lib.report(oracle, trial, metrics)
 
 
 def _open_interval(oracle, work_dir):
@@ -102,7 +110,7 @@ def test_two_workers_score_every_candidate_once_with_the_chiefs_completions(serv
     _score_locally(reference, local_evaluator)
   assert oracle.history == reference.history
   assert sum(w.scored for w in workers) == len(oracle.end_order) == len(set(oracle.end_order))
-  seen = {**evaluators[0].seen, **evaluators[1].seen}
+  seen = evaluators[0].seen | evaluators[1].seen
   assert seen == local_evaluator.seen  # the same completions, drawn by the chief
   assert not any(oracle_lib.COMPLETIONS in t.hyperparameters.values for t in oracle.trials.values())
 
@@ -116,7 +124,10 @@ def _lease_expired(oracle, work_dir):
   first, _ = remote_eval.connect(5)
   second, _ = remote_eval.connect(5)
   taken = first.create_trial("worker0")
-  assert second.create_trial("worker1").status == "IDLE"  # one trial in interval 1, and it is leased
+  for _ in range(NUM_CHOICES[0] - 1):  # worker1 takes the interval's other trials
+    trial = second.create_trial("worker1")
+    oracle_lib.report(second, trial, remote_eval.trial_metrics(_Evaluator(), trial.hyperparameters.values))
+  assert second.create_trial("worker1").status == "IDLE"  # the last trial is leased
   time.sleep(0.6)
   return first, taken, second, second.create_trial("worker1")
 
@@ -129,9 +140,11 @@ def test_a_trial_held_past_its_lease_goes_to_the_next_worker_and_the_late_report
   for client, trial, bonus in ((alive, again, 0.0), (hung, taken, 1.0)):
     metrics = remote_eval.trial_metrics(evaluator, trial.hyperparameters.values)
     oracle_lib.report(client, trial, {k: v + bonus for k, v in metrics.items()})
-  assert oracle.late_reports == 1 and oracle.end_order == [taken.trial_id]
+  assert oracle.late_reports == 1 and oracle.end_order[-1] == taken.trial_id
+  assert len(oracle.end_order) == len(set(oracle.end_order)) == NUM_CHOICES[0]
   first = remote_eval.trial_metrics(_Evaluator(), taken.hyperparameters.values)
-  assert oracle.history[0]["potentials"] == [first[oracle_lib.potential_name(c)] for c in range(3)]
+  candidate = oracle_lib.candidate_of(taken.hyperparameters.values)
+  assert oracle.history[0]["potentials"][candidate[0]] == first[oracle_lib.POTENTIAL]
 
 
 def test_the_first_report_counts_even_from_a_worker_whose_lease_ended(served):
@@ -151,7 +164,7 @@ def test_a_bad_report_fails_for_its_sender_only_and_the_chief_keeps_serving(serv
   with pytest.raises(grpc.RpcError):
     client.update_trial("no-such-trial", {"potential": 1.0})
   assert client.get_trial(trial.trial_id).trial_id == trial.trial_id
-  assert client.create_trial("worker1").status == "IDLE"  # answered: the Oracle's lock was released
+  assert client.create_trial("worker1").status == "RUNNING"  # answered: the Oracle's lock was released
 
 
 def test_a_second_chief_on_a_taken_port_is_refused(served, tmp_path):
@@ -239,6 +252,6 @@ def test_chief_and_two_workers_one_killed_mid_interval_give_the_single_process_p
       json.loads(json.dumps(reference["intervals"])), sort_keys=True)
   remote = served["remote_evaluation"]
   assert remote["expired_leases"] >= 1
-  assert remote["scored"] == remote["trials"] == sum(len(r["pool"]) for r in reference["intervals"][:-1]) + 1
+  assert remote["scored"] == remote["trials"] == sum(len(r["candidates"]) for r in reference["intervals"])
   survivor = next(n for n, rc in run["worker_rcs"].items() if rc == 0)
   assert "the search is finished" in run["logs"][survivor]
