@@ -20,11 +20,15 @@ machines with an accelerator each. Ends with one JSON line.
 import dataclasses
 import json
 import os
+import subprocess
 import tempfile
 import time
 
 from pcnas_tf.searcher import loop as search_lib
+from pcnas_tf.space import search_space as space_lib
 from tests import helpers as testing
+
+SCALING_SAMPLES = 100  # completions per candidate in the scaling runs: 4 x 3 x 100 per interval
 
 
 def _config(root):
@@ -66,6 +70,64 @@ def run(root) -> dict:
       "wall_s": {name: round(run["wall_s"], 3) for name, run in runs.items()},
       "cpu_count": os.cpu_count(),
   }
+
+
+def _scaling_config(root):
+  """Eight mixops of three operators at 8x8 (6,561 paths, so completions rarely repeat), P = 4, S = 100:
+  scoring, not start-up or tracing, is most of an interval's evaluation."""
+  choices = ("Identity", "MBConv_3_3", "MBConv_6_5")
+  layers = tuple(space_lib.LayerSpec(8 if i < 4 else 16, 2 if i == 4 else 1, choices) for i in range(8))
+  path = os.path.join(root, "scaling_space.json")
+  with open(path, "w") as f:
+    json.dump(space_lib.SearchSpace("scaling", 8, 1, None, layers, 16, "relu").to_json(), f)
+  return dataclasses.replace(testing.tiny_search_config(root), space=path, pool_size=4,
+                             num_samples=SCALING_SAMPLES, budget="0.8")
+
+
+def _one_process(config, work_dir):
+  """The search in one process of one thread on core 0; its result summary."""
+  output = f"{work_dir}.json"
+  done = subprocess.run(testing.search_task_argv(config, work_dir, output), cwd=testing.REPO,
+                        env={**os.environ, **testing.ONE_THREAD, "PCNAS_PIN_TASKS": "1"},
+                        capture_output=True, text=True, timeout=testing.CLUSTER_TIMEOUT_S)
+  if done.returncode != 0:
+    raise RuntimeError(f"one-process search failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+  return testing.read_json(output)
+
+
+def scaling(root) -> dict:
+  """Evaluation time with one and two scorers, every process one thread pinned to its own core: the
+  search in one process against two training tasks sharing the scoring (`train_eval_speedup_2`), and
+  one evaluation worker against two (`eval_worker_speedup_2`). Each figure is the sum of the intervals'
+  evaluation times but the first, whose time holds the evaluation workers' start-up."""
+  os.makedirs(root, exist_ok=True)
+  config = _scaling_config(root)
+  results = {"one_process": _one_process(config, os.path.join(root, "one_process"))}
+  run = testing.run_search_cluster(dataclasses.replace(config, strategy="multi_worker"),
+                                   os.path.join(root, "two_tasks"), os.path.join(root, "two_tasks_logs"),
+                                   pinned=True)
+  if run.codes != [0, 0]:
+    raise RuntimeError(f"two-task search failed: {run.codes}\n{run.logs[-3000:]}")
+  results["two_training_tasks"] = run.results[0]
+  for name, workers in (("one_eval_worker", 1), ("two_eval_workers", 2)):
+    served = testing.run_served_search(config, os.path.join(root, name), workers, lease_timeout=60.0,
+                                       pinned=True)
+    if served["result"] is None:
+      raise RuntimeError(f"{name} failed:\n{served['logs']['chief'][-3000:]}")
+    results[name] = served["result"]
+  eval_s = {name: round(sum(r["interval_eval_s"][1:]), 3) for name, r in results.items()}
+  reference = results["one_process"]
+  pools_equal = all(json.dumps(r["final_pool"], sort_keys=True) == json.dumps(reference["final_pool"],
+                                                                              sort_keys=True)
+                    and json.dumps(r["intervals"], sort_keys=True) == json.dumps(reference["intervals"],
+                                                                                 sort_keys=True)
+                    for r in results.values())
+  for name, seconds in eval_s.items():
+    print(f"{name:>20}: evaluation of intervals 2-8 {seconds:7.2f} s")
+  print(f"pools and potentials equal across the four: {pools_equal}")
+  return {"train_eval_speedup_2": round(eval_s["one_process"] / eval_s["two_training_tasks"], 3),
+          "eval_worker_speedup_2": round(eval_s["one_eval_worker"] / eval_s["two_eval_workers"], 3),
+          "scaling_pools_equal": pools_equal, "scaling_eval_s": eval_s}
 
 
 def main():

@@ -124,6 +124,9 @@ CLUSTER_TIMEOUT_S = 420  # per run: a hung collective fails the caller instead o
 # of logical CPUs. Every task writes its own result there (non-chief tasks keep nothing in work_dir).
 SEARCH_TASK = '''
 import json, os, sys
+if os.environ.get("PCNAS_PIN_TASKS"):  # bench: task i on core i, before TensorFlow starts its threads
+  os.sched_setaffinity(0, {json.loads(os.environ["TF_CONFIG"])["task"]["index"] % os.cpu_count()}
+                       if os.environ.get("TF_CONFIG") else {int(os.environ["PCNAS_PIN_TASKS"]) - 1})
 if int(sys.argv[4]) > 1:
   import tensorflow as tf
   cpu = tf.config.list_physical_devices("CPU")[0]
@@ -132,17 +135,21 @@ from pcnas_tf.distribute import cluster
 from pcnas_tf.data import data_config
 from pcnas_tf import errors
 from pcnas_tf.searcher import loop as search_lib
+from pcnas_tf.searcher import remote_eval
 from pcnas_tf.searcher import search_config
 fields = json.loads(sys.argv[2])
 task = cluster.task_from_env() if os.environ.get(cluster.ENV) else cluster.Task()
 try:
+  # With KERASTUNER_* set (tuner id "chief"), the chief serves evaluation workers.
+  serve = remote_eval.serve_settings_from_env(float(os.environ.get("PCNAS_TEST_LEASE", "3")), stop_grace=5.0)
   result = search_lib.run_search(search_config.SearchConfig.from_json(fields), sys.argv[1], progress=False,
-                                 collective_timeout_s=60)
+                                 collective_timeout_s=60, serve=serve)
 except errors.UserError as error:
   print(f"error: {error}", flush=True)
   sys.exit(2)
 with open(sys.argv[3].replace("TASK", str(task.index)), "w") as f:
-  json.dump({key: result[key] for key in ("final_pool", "paths_digest", "distribution", "log")}, f)
+  json.dump({key: result.get(key) for key in ("final_pool", "paths_digest", "distribution", "log",
+                                              "intervals", "remote_evaluation", "interval_eval_s")}, f)
 '''
 
 
@@ -194,10 +201,13 @@ class ClusterRun:
 
 
 def run_search_cluster(config, work_dir, log_dir, num_workers=2, kill_after_checkpoint=None,
-                       timeout=CLUSTER_TIMEOUT_S) -> ClusterRun:
+                       timeout=CLUSTER_TIMEOUT_S, eval_workers=0, pinned=False) -> ClusterRun:
   """Runs `config` (strategy multi_worker) as `num_workers` processes on 127.0.0.1.
 
-  With `kill_after_checkpoint=n`, the last worker is killed once checkpoint n is in `work_dir`.
+  With `kill_after_checkpoint=n`, the last worker is killed once checkpoint n is in `work_dir`. With
+  `eval_workers`, the chief serves potential evaluation on a free port and that many evaluation workers
+  (`eval_worker_main`, logs in `log_dir`/eval<i>.log) pull trials as the other training tasks do.
+  `pinned`: every task one thread, task i on core i.
   """
   import time  # pylint: disable=g-import-not-at-top
   from tests import local_cluster  # pylint: disable=g-import-not-at-top
@@ -207,8 +217,15 @@ def run_search_cluster(config, work_dir, log_dir, num_workers=2, kill_after_chec
     if os.path.exists(path):
       os.remove(path)
   start, killed_at = time.monotonic(), None
+  env, evaluators = ({**ONE_THREAD, "PCNAS_PIN_TASKS": "1"} if pinned else {}), []
+  if eval_workers:
+    port = free_port()
+    env.update({k: v for k, v in kerastuner_env(port, "chief").items() if k.startswith("KERASTUNER_")})
+    os.makedirs(log_dir, exist_ok=True)
+    evaluators = [start_eval_worker(str(work_dir), port, f"eval{i}", os.path.join(log_dir, f"eval{i}.log"))
+                  for i in range(eval_workers)]
   with local_cluster.LocalCluster(search_task_argv(config, work_dir, output), num_workers, log_dir,
-                            cwd=REPO) as workers:
+                                  env=env, cwd=REPO) as workers:
     if kill_after_checkpoint is not None:
       target = os.path.join(work_dir, "checkpoints", f"ckpt-{kill_after_checkpoint:08d}")
       while (not os.path.exists(target) and time.monotonic() < start + timeout
@@ -219,8 +236,16 @@ def run_search_cluster(config, work_dir, log_dir, num_workers=2, kill_after_chec
       workers.kill(num_workers - 1)
       killed_at = time.monotonic() - start
     codes = workers.wait(timeout)
+  logs = workers.logs()
+  for i, evaluator in enumerate(evaluators):  # told the search is over, they stop by themselves
+    try:
+      evaluator.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+      evaluator.kill()
+      evaluator.wait()
+    logs += f"\n--- eval{i} (exit {evaluator.returncode}) ---\n" + _read(os.path.join(log_dir, f"eval{i}.log"))[-3000:]
   results = [read_json(p) if code == 0 and os.path.exists(p) else None for code, p in zip(codes, paths)]
-  return ClusterRun(codes, results, workers.logs(), killed_at, time.monotonic() - start)
+  return ClusterRun(codes, results, logs, killed_at, time.monotonic() - start)
 
 
 # Chief and evaluation workers on 127.0.0.1 (remote_eval_test and bench/multiworker_eval) -----------------
@@ -249,17 +274,26 @@ def kerastuner_env(port, tuner_id):
               KERASTUNER_ORACLE_PORT=str(port))
 
 
-def start_chief(config, work_dir, port, lease_timeout, log_path):
+ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _pinned(command, core):
+  """`command` on CPU core `core` only (None: anywhere)."""
+  return command if core is None else ["taskset", "-c", str(core % os.cpu_count()), *command]
+
+
+def start_chief(config, work_dir, port, lease_timeout, log_path, core=None, env=None):
   """Starts a search serving its potential evaluation on 127.0.0.1:`port`; output goes to `log_path`."""
-  return _start([sys.executable, "-c", _CHIEF, work_dir, json.dumps(config.to_json()),
-                 str(lease_timeout)], kerastuner_env(port, "chief"), log_path)
+  return _start(_pinned([sys.executable, "-c", _CHIEF, work_dir, json.dumps(config.to_json()),
+                         str(lease_timeout)], core), {**kerastuner_env(port, "chief"), **(env or {})},
+                log_path)
 
 
-def start_eval_worker(work_dir, port, tuner_id, log_path, rpc_timeout=20.0):
+def start_eval_worker(work_dir, port, tuner_id, log_path, rpc_timeout=20.0, core=None, env=None):
   """Starts `eval_worker_main` for the chief on 127.0.0.1:`port`; output goes to `log_path`."""
-  return _start([sys.executable, "-m", "pcnas_tf.eval_worker_main", f"--work_dir={work_dir}",
-                 f"--rpc_timeout={rpc_timeout}", "--connect_timeout=300", "--poll_interval=0.2"],
-                kerastuner_env(port, tuner_id), log_path)
+  return _start(_pinned([sys.executable, "-m", "pcnas_tf.eval_worker_main", f"--work_dir={work_dir}",
+                         f"--rpc_timeout={rpc_timeout}", "--connect_timeout=300", "--poll_interval=0.2"],
+                        core), {**kerastuner_env(port, tuner_id), **(env or {})}, log_path)
 
 
 def _start(command, env, log_path):
@@ -268,19 +302,22 @@ def _start(command, env, log_path):
 
 
 def run_served_search(config, work_dir, num_workers, lease_timeout=3.0, kill_first_scorer=False,
-                      timeout=900.0):
+                      timeout=900.0, pinned=False):
   """Runs a search as chief with `num_workers` evaluation workers on 127.0.0.1; returns a summary.
 
   With `kill_first_scorer`, the worker that takes the first trial is killed (SIGKILL) before it can
   report. Output goes to `work_dir`.log, `work_dir`.worker<i>.log. Returns {"result" (search_result.json,
   None if the chief failed), "chief_rc", "worker_rcs" (None for the killed one), "killed" (its name),
-  "wall_s", "logs"}.
+  "wall_s", "logs"}. `pinned`: every process one thread, worker i on core i, the chief on the last core.
   """
   start, port = time.monotonic(), free_port()
   logs = {"chief": f"{work_dir}.log", **{f"worker{i}": f"{work_dir}.worker{i}.log"
                                          for i in range(num_workers)}}
-  chief = start_chief(config, work_dir, port, lease_timeout, logs["chief"])
-  workers = {name: start_eval_worker(work_dir, port, name, logs[name]) for name in logs if name != "chief"}
+  env = ONE_THREAD if pinned else None
+  chief = start_chief(config, work_dir, port, lease_timeout, logs["chief"],
+                      core=os.cpu_count() - 1 if pinned else None, env=env)
+  workers = {name: start_eval_worker(work_dir, port, name, logs[name], core=i if pinned else None, env=env)
+             for i, name in enumerate(n for n in logs if n != "chief")}
   killed = None
   try:
     if kill_first_scorer:

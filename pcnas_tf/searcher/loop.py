@@ -97,6 +97,7 @@ class Search:
     self.paths_digest = ""
     self.epoch, self.step_in_epoch, self.checkpoints = 0, 0, 0
     self.timings = {"warmup_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "report_s": 0.0}
+    self.interval_eval_s = []  # seconds each interval's potentials took (in the run that finished it)
     self.log = []
     # Candidate (string key) -> the mean costs of its completions, from their draw to the interval's end.
     self.candidate_costs = {}
@@ -229,6 +230,7 @@ class Search:
     self._check_agreement("the new pool", [list(m) for m in self.oracle.pool])
     self._log_interval()
     self.timings["eval_s"] += time.time() - start
+    self.interval_eval_s.append(round(time.time() - start, 4))
 
   @property
   def _log_dir(self):
@@ -277,7 +279,7 @@ class Search:
     client, _ = remote_eval.connect(self.pull_from.lease_timeout)
     evaluator = self._evaluator()
     try:
-      while (trial := client.create_trial(self.task.name)).status == "RUNNING":
+      while (trial := client.create_trial(oracle_lib.TRAINING_TASK + self.task.name)).status == "RUNNING":
         metrics = remote_eval.trial_metrics(evaluator, trial.hyperparameters.values)
         oracle_lib.report(client, trial, metrics)
     except remote_eval.grpc.RpcError as error:
@@ -407,7 +409,8 @@ class Search:
     oracle_state, trials = self.oracle.snapshot()
     state = {"config": self.config.to_json(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
              "oracle": oracle_state, "trials": trials, "rng": self.rng.bit_generator.state,
-             "timings": self.timings, "log": self.log, "checkpoints": self.checkpoints,
+             "timings": self.timings, "interval_eval_s": self.interval_eval_s, "log": self.log,
+             "checkpoints": self.checkpoints,
              "paths_digest": self.paths_digest, "candidate_costs": self.candidate_costs}
     # Every task reads its variables (which may take part in collectives); only the chief's copy is
     # kept, in the shared work directory, the others go to their temporary directories.
@@ -426,6 +429,7 @@ class Search:
     self.rng.bit_generator.state = state["rng"]
     self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
     self.timings, self.log, self.checkpoints = state["timings"], state["log"], state["checkpoints"]
+    self.interval_eval_s = state.get("interval_eval_s", [])
     self.paths_digest = state.get("paths_digest", "")
     self.candidate_costs = state.get("candidate_costs", {})
     self.timings.setdefault("report_s", 0.0)
@@ -450,7 +454,8 @@ class Search:
       result["remote_evaluation"] = {"address": self.serve.address, "trials": len(self.oracle.trials),
                                      "scored": len(self.oracle.end_order),
                                      "expired_leases": self.oracle.expired_leases,
-                                     "late_reports": self.oracle.late_reports}
+                                     "late_reports": self.oracle.late_reports,
+                                     "scored_by": dict(sorted(self.oracle.scored_by.items()))}
     self._report(lambda: self._draw_final(result), result)
     files.write_json(os.path.join(self.out_dir, RESULT_FILE), result)
     self.writer.flush()
@@ -461,7 +466,8 @@ class Search:
     return {"space": self.space.to_json(), "space_name": self.space.name,
             "input_shape": list(self.splits.image_shape), "num_classes": self.splits.num_classes,
             "intervals": self.oracle.history, "constraint": self.constraint.summary(),
-            "config": self.config.to_json(), "timings": self.timings, "log": self.log,
+            "config": self.config.to_json(), "timings": self.timings,
+            "interval_eval_s": self.interval_eval_s, "log": self.log,
             "search": {"training": self.config.training, "method": self.config.search},
             "distribution": {"strategy": self.config.strategy, "tasks": self.task.num_tasks,
                              "replicas": self.strategy.num_replicas_in_sync}}

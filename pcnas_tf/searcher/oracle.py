@@ -44,6 +44,9 @@ COMPLETIONS = "completions"
 CORRECT = "correct"
 IMAGES = "images"
 POTENTIAL = "potential"
+# Tuner ids of a cluster's training tasks pulling trials (the end of the search waits for none of them:
+# the cluster's collectives tell them).
+TRAINING_TASK = "task:"
 NO_POTENTIAL = "no_potential"  # reported, with a potential of -1, when a candidate has none (NaN)
 
 
@@ -110,6 +113,7 @@ class PCNASOracle(keras_tuner.Oracle):
     self.lease_timeout, self.trial_completions = lease_timeout, trial_completions
     self.leases = {}       # trial_id -> time.monotonic() deadline; this process's clock, not state
     self.expired_leases, self.late_reports = 0, 0
+    self.scored_by = {}  # who reported the trials that counted: tuner id (this process': its own) -> count
     self._local_ids = itertools.count()  # tuner ids of trials taken by this process (`take_trials`)
     self.last_asked = None  # time.monotonic() when a worker last asked for a trial; not state
     self._index_pieces()
@@ -227,6 +231,8 @@ class PCNASOracle(keras_tuner.Oracle):
     trial = super().create_trial(tuner_id)
     if trial.status == trial_module.TrialStatus.RUNNING and self.lease_timeout is not None:
       self.leases[trial.trial_id] = time.monotonic() + self.lease_timeout
+    elif tuner_id.startswith(TRAINING_TASK):
+      self.tuner_ids.discard(tuner_id)
     return trial
 
   @property
@@ -281,6 +287,9 @@ class PCNASOracle(keras_tuner.Oracle):
     if trial.trial_id in self._retry_queue:  # reported after its lease expired, before a re-run
       self._retry_queue.remove(trial.trial_id)
     trial.hyperparameters.values.pop(COMPLETIONS, None)  # scored: the paths are not needed any more
+    scorer = next((t for t, o in self.ongoing_trials.items() if o.trial_id == trial.trial_id), "?")
+    scorer = scorer.split("#")[0]  # trials taken by this process (`take_trials`) count as one scorer
+    self.scored_by[scorer] = self.scored_by.get(scorer, 0) + 1
     super().end_trial(trial)
     trial = self.trials[trial.trial_id]  # the Oracle's copy holds the metrics a worker reported
     if trial.status != trial_module.TrialStatus.COMPLETED:
@@ -324,7 +333,8 @@ class PCNASOracle(keras_tuner.Oracle):
     state.update({"pool": [list(m) for m in self.pool], "interval": self.interval,
                   "pending": self.pending, "potentials": self.potentials, "pieces": self.pieces,
                   "results": self.results, "history": self.history,
-                  "expired_leases": self.expired_leases, "late_reports": self.late_reports})
+                  "expired_leases": self.expired_leases, "late_reports": self.late_reports,
+                  "scored_by": self.scored_by})
     return state
 
   def set_state(self, state):
@@ -336,6 +346,7 @@ class PCNASOracle(keras_tuner.Oracle):
     self._index_pieces()
     self.expired_leases = state.get("expired_leases", 0)
     self.late_reports = state.get("late_reports", 0)
+    self.scored_by = state.get("scored_by", {})
     # As `keras_tuner.Oracle.reload` does: trials handed out before a restart are run again, by
     # whoever asks first (their completions are in their values).
     for trial in self.ongoing_trials.values():

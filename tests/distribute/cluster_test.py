@@ -166,3 +166,41 @@ def test_two_workers_retrain_an_architecture_and_only_the_chief_keeps_files(runs
   assert result["test_images"] == 100 and len(result["log"]) == 1
   assert sorted(n for n in os.listdir(root / "train") if n != ".lock") == [
       "checkpoints", "config.json", "model.keras", "tensorboard", "train_result.json"]
+
+
+@pytest.mark.slow
+@pytest.mark.multiworker
+def test_worker_killed_during_the_shared_evaluation_the_restarted_cluster_loses_nothing(runs):
+  root, work_dir = runs["root"], runs["root"] / "killed_in_evaluation"
+  # The tiny search's checkpoints: 1-2 warm-up, 3 the first interval's potentials (one member), 4-5
+  # its training epoch, 6 and 7 the second interval's potentials, a pool member's trials each, which
+  # both tasks score between them. Worker 1 dies once 6 exists, so the chief meets its death at the
+  # evaluation's next collective (or, if it got there first, right after it).
+  killed = testing.run_search_cluster(runs["config"], work_dir, str(root / "killed_eval_logs"),
+                                     kill_after_checkpoint=6)
+  assert killed.codes[0] == 2 and killed.codes[1] != 0, killed.logs
+  assert "lost contact with the cluster" in killed.logs
+  restarted = testing.run_search_cluster(runs["config"], work_dir, str(root / "restarted_eval_logs"))
+  assert restarted.codes == [0, 0], restarted.logs
+  for result in restarted.results:
+    assert result["paths_digest"] == runs["workers"][0]["paths_digest"]
+    assert as_text(result["final_pool"]) == as_text(runs["single"]["final_pool"])
+    assert as_text(result["intervals"]) == as_text(runs["workers"][0]["intervals"])
+
+
+@pytest.mark.slow
+@pytest.mark.multiworker
+def test_two_training_tasks_and_an_evaluation_worker_form_the_one_process_pool(runs):
+  root = runs["root"]
+  run = testing.run_search_cluster(runs["config"], root / "served", str(root / "served_logs"), eval_workers=1)
+  assert run.codes == [0, 0], run.logs
+  chief, worker = run.results
+  assert chief["paths_digest"] == worker["paths_digest"] == runs["single"]["paths_digest"]
+  assert as_text(chief["final_pool"]) == as_text(worker["final_pool"]) == as_text(runs["single"]["final_pool"])
+  assert as_text(chief["intervals"]) == as_text(runs["workers"][0]["intervals"])
+  remote = chief["remote_evaluation"]
+  assert remote["scored"] == remote["trials"] == sum(len(r["candidates"]) for r in chief["intervals"])
+  # The chief serves and waits; the other training task and the evaluation worker pull the trials.
+  assert set(remote["scored_by"]) <= {"task:worker-1", "eval0", "chief"}
+  assert sum(remote["scored_by"].values()) == remote["scored"]
+  assert "eval0" in remote["scored_by"] and "the search is finished" in run.logs
