@@ -28,7 +28,7 @@ from pcnas_tf.searcher import loop as search_lib
 from pcnas_tf.space import search_space as space_lib
 from tests import helpers as testing
 
-SCALING_SAMPLES = 100  # completions per candidate in the scaling runs: 4 x 3 x 100 per interval
+SCALING_SAMPLES = 300  # completions per candidate in the scaling runs: 4 x 3 x 300 per interval
 
 
 def _config(root):
@@ -73,7 +73,7 @@ def run(root) -> dict:
 
 
 def _scaling_config(root):
-  """Eight mixops of three operators at 8x8 (6,561 paths, so completions rarely repeat), P = 4, S = 100:
+  """Eight mixops of three operators at 8x8 (6,561 paths, so completions rarely repeat), P = 4, S = 300:
   scoring, not start-up or tracing, is most of an interval's evaluation."""
   choices = ("Identity", "MBConv_3_3", "MBConv_6_5")
   layers = tuple(space_lib.LayerSpec(8 if i < 4 else 16, 2 if i == 4 else 1, choices) for i in range(8))
@@ -84,10 +84,10 @@ def _scaling_config(root):
                              num_samples=SCALING_SAMPLES, budget="0.8")
 
 
-def _one_process(config, work_dir):
-  """The search in one process of one thread on core 0; its result summary."""
+def _one_process(config, work_dir, logical_cpus):
+  """The search in one process of one thread on core 0 (`logical_cpus` replicas); its result summary."""
   output = f"{work_dir}.json"
-  done = subprocess.run(testing.search_task_argv(config, work_dir, output), cwd=testing.REPO,
+  done = subprocess.run(testing.search_task_argv(config, work_dir, output, logical_cpus), cwd=testing.REPO,
                         env={**os.environ, **testing.ONE_THREAD, "PCNAS_PIN_TASKS": "1"},
                         capture_output=True, text=True, timeout=testing.CLUSTER_TIMEOUT_S)
   if done.returncode != 0:
@@ -99,10 +99,13 @@ def scaling(root) -> dict:
   """Evaluation time with one and two scorers, every process one thread pinned to its own core: the
   search in one process against two training tasks sharing the scoring (`train_eval_speedup_2`), and
   one evaluation worker against two (`eval_worker_speedup_2`). Each figure is the sum of the intervals'
-  evaluation times but the first, whose time holds the evaluation workers' start-up."""
+  evaluation times but the first, whose time holds the evaluation workers' start-up. The one process
+  trains with two replicas (two logical CPUs), as the two tasks do, so its pool must equal theirs; the
+  served searches train with one, so theirs are compared with each other."""
   os.makedirs(root, exist_ok=True)
   config = _scaling_config(root)
-  results = {"one_process": _one_process(config, os.path.join(root, "one_process"))}
+  results = {"one_process": _one_process(dataclasses.replace(config, strategy="mirrored"),
+                                         os.path.join(root, "one_process"), logical_cpus=2)}
   run = testing.run_search_cluster(dataclasses.replace(config, strategy="multi_worker"),
                                    os.path.join(root, "two_tasks"), os.path.join(root, "two_tasks_logs"),
                                    pinned=True)
@@ -116,18 +119,17 @@ def scaling(root) -> dict:
       raise RuntimeError(f"{name} failed:\n{served['logs']['chief'][-3000:]}")
     results[name] = served["result"]
   eval_s = {name: round(sum(r["interval_eval_s"][1:]), 3) for name, r in results.items()}
-  reference = results["one_process"]
-  pools_equal = all(json.dumps(r["final_pool"], sort_keys=True) == json.dumps(reference["final_pool"],
-                                                                              sort_keys=True)
-                    and json.dumps(r["intervals"], sort_keys=True) == json.dumps(reference["intervals"],
-                                                                                 sort_keys=True)
-                    for r in results.values())
+  same = lambda a, b: all(json.dumps(results[a][k], sort_keys=True) == json.dumps(results[b][k], sort_keys=True)
+                          for k in ("final_pool", "intervals"))
+  pools_equal = same("one_process", "two_training_tasks") and same("one_eval_worker", "two_eval_workers")
   for name, seconds in eval_s.items():
     print(f"{name:>20}: evaluation of intervals 2-8 {seconds:7.2f} s")
-  print(f"pools and potentials equal across the four: {pools_equal}")
+  print(f"pools and potentials equal (one process and two tasks; one and two evaluation workers): "
+        f"{pools_equal}")
   return {"train_eval_speedup_2": round(eval_s["one_process"] / eval_s["two_training_tasks"], 3),
           "eval_worker_speedup_2": round(eval_s["one_eval_worker"] / eval_s["two_eval_workers"], 3),
-          "scaling_pools_equal": pools_equal, "scaling_eval_s": eval_s}
+          "scaling_pools_equal": pools_equal, "scaling_eval_s": eval_s,
+          "scaling_interval_eval_s": {name: r["interval_eval_s"] for name, r in results.items()}}
 
 
 def main():

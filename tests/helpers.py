@@ -289,10 +289,12 @@ def start_chief(config, work_dir, port, lease_timeout, log_path, core=None, env=
                 log_path)
 
 
-def start_eval_worker(work_dir, port, tuner_id, log_path, rpc_timeout=20.0, core=None, env=None):
+def start_eval_worker(work_dir, port, tuner_id, log_path, rpc_timeout=20.0, core=None, env=None,
+                      poll_interval=0.2):
   """Starts `eval_worker_main` for the chief on 127.0.0.1:`port`; output goes to `log_path`."""
   return _start(_pinned([sys.executable, "-m", "pcnas_tf.eval_worker_main", f"--work_dir={work_dir}",
-                         f"--rpc_timeout={rpc_timeout}", "--connect_timeout=300", "--poll_interval=0.2"],
+                         f"--rpc_timeout={rpc_timeout}", "--connect_timeout=300",
+                         f"--poll_interval={poll_interval}"],
                         core), {**kerastuner_env(port, tuner_id), **(env or {})}, log_path)
 
 
@@ -308,7 +310,8 @@ def run_served_search(config, work_dir, num_workers, lease_timeout=3.0, kill_fir
   With `kill_first_scorer`, the worker that takes the first trial is killed (SIGKILL) before it can
   report. Output goes to `work_dir`.log, `work_dir`.worker<i>.log. Returns {"result" (search_result.json,
   None if the chief failed), "chief_rc", "worker_rcs" (None for the killed one), "killed" (its name),
-  "wall_s", "logs"}. `pinned`: every process one thread, worker i on core i, the chief on the last core.
+  "wall_s", "logs"}. `pinned` (benchmarks): every process one thread, worker i on core i, the chief
+  on the last core, workers asking every 0.05 s while there is no trial.
   """
   start, port = time.monotonic(), free_port()
   logs = {"chief": f"{work_dir}.log", **{f"worker{i}": f"{work_dir}.worker{i}.log"
@@ -316,7 +319,8 @@ def run_served_search(config, work_dir, num_workers, lease_timeout=3.0, kill_fir
   env = ONE_THREAD if pinned else None
   chief = start_chief(config, work_dir, port, lease_timeout, logs["chief"],
                       core=os.cpu_count() - 1 if pinned else None, env=env)
-  workers = {name: start_eval_worker(work_dir, port, name, logs[name], core=i if pinned else None, env=env)
+  workers = {name: start_eval_worker(work_dir, port, name, logs[name], core=i if pinned else None, env=env,
+                                     poll_interval=0.05 if pinned else 0.2)
              for i, name in enumerate(n for n in logs if n != "chief")}
   killed = None
   try:

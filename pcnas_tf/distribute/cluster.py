@@ -189,15 +189,22 @@ def gather(strategy, values) -> np.ndarray:
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top  (keeps TF_CONFIG parsing light)
   values = tf.constant(np.asarray(values, np.float64).reshape(-1))
-  replicas = strategy.num_replicas_in_sync
+  key = (id(strategy), int(values.shape[0]))
+  if key not in _GATHERS:  # one traced function per strategy and length: a trace costs more than the call
+    replicas = strategy.num_replicas_in_sync
 
-  def replica_fn():
-    context = tf.distribute.get_replica_context()
-    rows = tf.one_hot(context.replica_id_in_sync_group, replicas, dtype=tf.float64)
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, rows[:, None] * values[None, :])
+    @tf.function
+    def replica_fn(values):
+      context = tf.distribute.get_replica_context()
+      rows = tf.one_hot(context.replica_id_in_sync_group, replicas, dtype=tf.float64)
+      return context.all_reduce(tf.distribute.ReduceOp.SUM, rows[:, None] * values[None, :])
 
-  result = strategy.run(tf.function(replica_fn))
+    _GATHERS[key] = (strategy, replica_fn)  # the strategy is kept so that its id is not reused
+  result = strategy.run(_GATHERS[key][1], args=(values,))
   return strategy.experimental_local_results(result)[0].numpy()
+
+
+_GATHERS = {}
 
 
 def digest(value) -> int:

@@ -54,6 +54,8 @@ from pcnas_tf.training import epochs
 from pcnas_tf.training import supergraph_trainer as trainer_lib
 
 RESULT_FILE = "search_result.json"
+# With evaluation workers, the chief checkpoints at most this often while their reports come in.
+SERVED_SAVE_S = 30.0
 # At most this share of a search's time goes to redrawing its pictures before the end (`_report`).
 PICTURE_SHARE = 0.02
 
@@ -243,9 +245,13 @@ class Search:
 
   def _score_trials(self, bar, limit=None, shared=True):
     """Scores the interval's trials here, a pool member's at a time (they share its prefix), with a
-    checkpoint after each; `limit` trials at most. In a cluster (and `shared`) every task scores its
-    share of each member's trials and all take everyone's results (`_gather_max`), so all form the same
-    pool, the one a single process forms."""
+    checkpoint after each; `limit` trials at most.
+
+    In a cluster (and `shared`) each task scores a contiguous share of every trial's completions (the
+    k-th of T tasks the k-th T-th, at its completion indices, so on the same batches), and the tasks add
+    their correct counts (`_gather_sum`): all form the same pool, the one a single process forms,
+    whatever the number of tasks, and each task does 1/T of the work whatever the number of trials.
+    """
     evaluator, members = self._evaluator(), max(1, len(self.oracle.pool))
     group = max(1, self.oracle.interval_trials // members)
     while limit is None or limit > 0:
@@ -254,12 +260,10 @@ class Search:
         return
       values = [trial.hyperparameters.values for trial in trials]
       if self.multi_worker and shared:
-        rank, tasks = self.task.rank, self.task.num_tasks
-        row = np.full(2 * len(trials), -1.0)
-        mine = remote_eval.score_trials(evaluator, values[rank::tasks])
-        for i, metrics in zip(range(rank, len(trials), tasks), mine):
-          row[2 * i:2 * i + 2] = metrics[oracle_lib.CORRECT], metrics[oracle_lib.IMAGES]
-        row = self._gather_max(row)
+        shares = [_share(v, self.task.rank, self.task.num_tasks) for v in values]
+        row = [x for m in remote_eval.score_trials(evaluator, shares)
+               for x in (m[oracle_lib.CORRECT], m[oracle_lib.IMAGES])]
+        row = self._gather_sum(row)
         metrics = [remote_eval.metrics_of(int(row[2 * i]), int(row[2 * i + 1])) for i in range(len(trials))]
       else:
         metrics = remote_eval.score_trials(evaluator, values)
@@ -268,6 +272,12 @@ class Search:
       bar.update(len(trials))
       limit = None if limit is None else limit - len(trials)
       self._save()
+
+  def _gather_sum(self, row):
+    """The sum over tasks of every task's `row` of integers (a collective; exact below 2**53). Each of a
+    task's replicas sends the row, so the sum over replicas is divided by the replicas per task."""
+    rows = cluster_lib.gather(self.strategy, row)
+    return np.rint(rows.sum(axis=0) / (len(rows) // self.task.num_tasks))
 
   def _gather_max(self, row):
     """The element-wise maximum of every task's `row` (a collective)."""
@@ -296,14 +306,19 @@ class Search:
     are gone or never came; a worker that asks meanwhile gets the next trial.
     """
     interval, last_report, said = self.oracle.interval, time.monotonic(), False
+    saved_at = last_report
     lease = self.serve.lease_timeout
     while True:
       done = len(self.oracle.history) > interval
       scored = bar.total if done else self.oracle.trials_scored
       if scored > bar.n:
         bar.update(scored - bar.n)
-        self._save()
         last_report = time.monotonic()
+        # A checkpoint holds the whole supergraph: with many small trials, one at most every
+        # SERVED_SAVE_S while workers report (a resumed chief hands out again only what is unsaved).
+        if done or last_report - saved_at >= SERVED_SAVE_S:
+          self._save()
+          saved_at = time.monotonic()
       if done:
         return
       now = time.monotonic()
@@ -323,7 +338,7 @@ class Search:
         print(f"Waiting for evaluation workers at {self.serve.address}: {bar.n} of {bar.total} trials "
               f"of mixop {interval + 1} scored.", flush=True)
         last_report = now
-      time.sleep(0.1)
+      time.sleep(0.02)
 
   def _baseline_result(self):
     """EA or random search on the trained supergraph, with PC-NAS' number of evaluations (paper 4.4).
@@ -506,6 +521,14 @@ class Search:
     if self.oracle.history:  # EA and random search on a One-Shot supergraph have no intervals
       figures.plot_search(result, os.path.join(self.out_dir, page.SEARCH_PNG))
     figures.plot_search_front(result, os.path.join(self.out_dir, page.SEARCH_FRONT_PNG))
+
+
+def _share(values, rank, tasks):
+  """Trial `values` cut to task `rank`'s contiguous share of its completions (of `tasks` shares)."""
+  paths = json.loads(values[oracle_lib.COMPLETIONS])
+  low, high = len(paths) * rank // tasks, len(paths) * (rank + 1) // tasks
+  return {**values, oracle_lib.COMPLETIONS: json.dumps(paths[low:high]),
+          oracle_lib.FIRST: int(values.get(oracle_lib.FIRST, 0)) + low}
 
 
 def make_oracle(config: search_config.SearchConfig, space, lease_timeout=None,
