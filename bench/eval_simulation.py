@@ -11,7 +11,8 @@ them run as threads spread over a few processes (sleep and gRPC release the GIL,
 workers need neither 64 cores nor 64 interpreters). No process imports TensorFlow (`no_tensorflow`).
 
 Interval 0 (10 candidates) is scored in the chief's process, without sleeping; then, once all W workers
-have asked for work, the chief opens interval 1 and the wall time runs until its pool is formed. One
+have asked for work, the chief opens interval 1 (its paths drawn before: the made-up completer is not
+the chief's cost) and the wall time runs until its pool is formed. One
 worker scores a bounded number of trials instead of the whole interval (it would take S x 50 x
 per_completion_s). Figures: throughput in completions/s for each W, `sim_efficiency_W` = throughput /
 (W x one worker's); `sim_pools_equal` (every full run's pools and potentials equal the ones computed
@@ -195,9 +196,11 @@ def simulate(root, workers, samples, trial_completions, per_completion_s, proces
   try:
     with remote_eval.serving(oracle, settings):
       procs = _start_workers(port, workers, processes, per_completion_s, poll_interval, rpc_timeout=30.0)
+      complete = completer(num_choices, samples)
+      paths = {c: complete(c) for c in pool_lib.extend(oracle.pool, num_choices)}  # made up: not timed
       _wait_for(lambda: len(oracle.tuner_ids) >= workers, 120, f"{workers} workers to ask")
       start = time.monotonic()
-      oracle.start_interval(completer(num_choices, samples))
+      oracle.start_interval(paths.__getitem__)
       if trial_limit:
         _wait_for(lambda: oracle.trials_scored >= trial_limit, timeout, f"{trial_limit} trials")
       else:
