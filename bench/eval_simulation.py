@@ -22,7 +22,10 @@ create_trial + update_trial + end_trial, in this process, no sleep, no gRPC) and
 `oracle_grpc_ms_per_trial` (the same through one gRPC client), both without the interval's close, whose
 cost (the pool update and the one write of the project directory) is `oracle_close_ms`. With the
 tail of an interval (its last trials scored while other workers wait) the best efficiency is
-trials / (W x ceil(trials / W)); `trial_completions` = 60 makes 750 trials, 0.98 for W = 64.
+trials / (W x ceil(trials / W)); `trial_completions` = 60 makes 750 trials, 0.98 for W = 64. The
+chief's cost per trial bounds the rest: W workers ask W / (trial_completions x per_completion_s) trials a
+second (107 at W = 64, 0.6 s a trial). `--quick` (S=300, 20 completions a trial, under a minute) asks
+three times as many, more than this 2-core machine's chief serves: its W = 64 figure shows that bound.
 Ends with one JSON line.
 """
 
