@@ -116,6 +116,7 @@ class PCNASOracle(keras_tuner.Oracle):
     self.scored_by = {}  # who reported the trials that counted: tuner id (this process': its own) -> count
     self._local_ids = itertools.count()  # tuner ids of trials taken by this process (`take_trials`)
     self.last_asked = None  # time.monotonic() when a worker last asked for a trial; not state
+    self._ended = set()     # `end_order` as a set (`_reported`)
     self._index_pieces()
 
   # The interval protocol -----------------------------------------------------------------------------
@@ -220,9 +221,32 @@ class PCNASOracle(keras_tuner.Oracle):
       super()._save_trial(trial)
 
   def _save_interval(self):
+    # The interval's trials only: those of earlier intervals were written when theirs closed and do not
+    # change after (a late report is ignored); writing every trial again made each close O(search).
     for trial in self.trials.values():
-      super()._save_trial(trial)
+      if int(trial.hyperparameters.values.get(EXTEND, self.interval)) == self.interval:
+        super()._save_trial(trial)
     super().save()
+
+  # keras-tuner's bookkeeping, at the cost of a trial handed out and reported ------------------------------
+
+  def _record_values(self, trial):
+    """Nothing: keras-tuner records each trial's values (first filling every mixop not decided yet
+    with a random choice, a `random.Random` seeded per mixop) only so that its random search does not
+    draw a combination twice. The pool, not that record, decides what is drawn here."""
+
+  def _check_consecutive_failures(self):
+    """keras-tuner's check, on the failures that end `end_order`: it scans the whole order on every
+    report, O(trials so far) a trial; a run of failures earlier in the order was checked as it ended."""
+    failures = 0
+    for trial_id in reversed(self.end_order):
+      if self.trials[trial_id].status != trial_module.TrialStatus.FAILED:
+        break
+      failures += 1
+    if self.max_consecutive_failed_trials and failures >= self.max_consecutive_failed_trials:
+      raise RuntimeError(f"Number of consecutive failures exceeded the limit of "
+                         f"{self.max_consecutive_failed_trials}.\n"
+                         + (self.trials[self.end_order[-1]].message or ""))
 
   @_synchronized
   def create_trial(self, tuner_id):
@@ -267,7 +291,11 @@ class PCNASOracle(keras_tuner.Oracle):
               f"it goes to the next worker.", flush=True)
 
   def _reported(self, trial_id) -> bool:
-    return trial_id in self.end_order  # keras-tuner's record of the trials that ended
+    # keras-tuner's record of the trials that ended is a list, searched on every report; a set of it,
+    # grown as `end_trial` appends to the list (emptied when `set_state` replaces the list).
+    if len(self._ended) < len(self.end_order):
+      self._ended.update(self.end_order[len(self._ended):])
+    return trial_id in self._ended
 
   @_synchronized
   def update_trial(self, trial_id, metrics, step=0):
@@ -344,6 +372,7 @@ class PCNASOracle(keras_tuner.Oracle):
     self.potentials, self.history = state["potentials"], state["history"]
     self.pieces, self.results = state["pieces"], state["results"]
     self._index_pieces()
+    self._ended = set()  # `end_order` was replaced
     self.expired_leases = state.get("expired_leases", 0)
     self.late_reports = state.get("late_reports", 0)
     self.scored_by = state.get("scored_by", {})

@@ -24,6 +24,7 @@ ends (issue 915: a failed worker must not stall the chief or lose its trial).
 
 import collections
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -36,6 +37,8 @@ from keras_tuner.src import protos
 from keras_tuner.src.distribute import oracle_chief
 from keras_tuner.src.distribute import oracle_client
 from keras_tuner.src.distribute import utils as dist_utils
+from keras_tuner.src.engine import hyperparameters as hp_module
+from keras_tuner.src.engine import trial as trial_module
 
 from pcnas_tf.training import checkpoint
 from pcnas_tf import errors
@@ -109,7 +112,7 @@ def serving(oracle, settings):
     return
   # No SO_REUSEPORT (gRPC's default on Linux): a second chief on the same port must fail, not share it.
   server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)])
-  protos.get_service_grpc().add_OracleServicer_to_server(oracle_chief.OracleServicer(oracle), server)
+  protos.get_service_grpc().add_OracleServicer_to_server(_Servicer(oracle), server)
   try:
     bound = server.add_insecure_port(settings.address)
   except RuntimeError:
@@ -127,6 +130,62 @@ def serving(oracle, settings):
     if finished:
       _wait_for_workers_to_stop(oracle, settings.stop_grace)
     server.stop(grace=1.0).wait()
+
+
+class _Servicer(oracle_chief.OracleServicer):
+  """keras-tuner's servicer, with the search space a trial carries serialised once, not on every call.
+
+  A trial travels with its hyperparameters: the whole space (a Choice per mixop) and its values.
+  keras-tuner builds the space's proto from Python objects for every CreateTrial and UpdateTrial answer
+  and rebuilds the objects from it for every EndTrial: with 21 mixops of 10 operators, most of the
+  chief's time per trial, which bounds how many workers it keeps busy (bench.eval_simulation). A trial's
+  space is a copy of the Oracle's, which a search does not change: its proto is built once (again if
+  the names change), and a reported trial that sends it back unchanged gets the space of the Oracle's own
+  copy of the trial. Values, metrics, score and status go through keras-tuner's code as before.
+  """
+
+  def __init__(self, oracle):
+    super().__init__(oracle)
+    self._space = (None, None)  # (the names of a space, its proto)
+
+  def _space_proto(self, hyperparameters):
+    names = tuple(hp.name for hp in hyperparameters.space)
+    if self._space[0] != names:
+      self._space = (names, hyperparameters.to_proto().space)
+    return self._space[1]
+
+  def _trial_proto(self, trial):
+    values_only = hp_module.HyperParameters()
+    values_only.values = trial.hyperparameters.values
+    light = copy.copy(trial)
+    light.hyperparameters = values_only
+    proto = light.to_proto()
+    proto.hyperparameters.space.CopyFrom(self._space_proto(trial.hyperparameters))
+    return proto
+
+  def CreateTrial(self, request, context):
+    trial = self.oracle.create_trial(request.tuner_id)
+    if trial.status == trial_module.TrialStatus.STOPPED:
+      self.stop_triggered = True
+    return protos.get_service().CreateTrialResponse(trial=self._trial_proto(trial))
+
+  def UpdateTrial(self, request, context):
+    trial = self.oracle.update_trial(request.trial_id, request.metrics, step=request.step)
+    return protos.get_service().UpdateTrialResponse(trial=self._trial_proto(trial))
+
+  def EndTrial(self, request, context):
+    own = self.oracle.trials.get(request.trial.trial_id)
+    if own is None or request.trial.hyperparameters.space != self._space_proto(own.hyperparameters):
+      return super().EndTrial(request, context)
+    light = protos.get_proto().Trial()
+    light.CopyFrom(request.trial)
+    light.hyperparameters.ClearField("space")
+    trial = trial_module.Trial.from_proto(light)
+    hyperparameters = copy.copy(own.hyperparameters)  # the same space objects, the reported values
+    hyperparameters.values = trial.hyperparameters.values
+    trial.hyperparameters = hyperparameters
+    self.oracle.end_trial(trial)
+    return protos.get_service().EndTrialResponse()
 
 
 def _wait_for_workers_to_stop(oracle, grace):
