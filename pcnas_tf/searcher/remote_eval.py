@@ -27,7 +27,6 @@ import contextlib
 import copy
 import dataclasses
 import json
-import math
 import os
 import time
 from concurrent import futures
