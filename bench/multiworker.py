@@ -14,6 +14,13 @@ Runs the two local scenarios of pcnas_tf/cluster_test.py on the tiny macro-style
   3. bench.multiworker_eval's four searches: potentials scored in one process, by one evaluation
      worker, by two, and by two of which one is killed (`evaluation_speedup`, `eval_pools_equal`,
      `eval_worker_kill_recovered`).
+  4. bench.multiworker_eval's scaling runs, every process one thread pinned to its own core: the
+     evaluation time of one process against two training tasks sharing it (`train_eval_speedup_2`),
+     and of one evaluation worker against two (`eval_worker_speedup_2`), pools equal.
+  5. bench.eval_simulation in its own process: 1 to 64 simulated evaluation workers against the real
+     chief (`sim_efficiency_8/32/64`, `oracle_ms_per_trial`).
+  6. the tiny search, retraining and export with every directory on `ram://` (tests/ram_fs_test.py's
+     end-to-end test, run as a subprocess: `ram_fs_search_ok`).
 
 Prints the figures, then one JSON line. Wall times include each process' TensorFlow start-up and tracing,
 which dominate a search this small; two processes share this machine's cores, so they show correctness
@@ -25,6 +32,8 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -77,9 +86,31 @@ def _run(root):
       "restart_to_finish_s": round(restarted.finished_s, 1)}
 
 
+def _simulation(quick):
+  """bench.eval_simulation's figures (its own process: it loads keras-tuner without TensorFlow)."""
+  done = subprocess.run([sys.executable, "-m", "bench.eval_simulation", *(["--quick"] if quick else [])],
+                        cwd=testing.REPO, capture_output=True, text=True, timeout=900)
+  print(done.stdout.rstrip())
+  if done.returncode != 0:
+    raise SystemExit(f"bench.eval_simulation failed:\n{done.stderr[-3000:]}")
+  figures = json.loads(done.stdout.strip().splitlines()[-1])
+  keep = ("sim_efficiency_8", "sim_efficiency_32", "sim_efficiency_64", "oracle_ms_per_trial",
+          "oracle_grpc_ms_per_trial", "sim_pools_equal", "sim_scored_once")
+  return {key: figures[key] for key in keep}
+
+
+def _ram_fs_search_ok():
+  """Whether the ram:// end-to-end test (search, retraining, export, every directory on ram://) passes."""
+  done = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/ram_fs_test.py", "-k",
+                         "search_retraining_and_export"], cwd=testing.REPO, capture_output=True, text=True,
+                        timeout=900)
+  return done.returncode == 0 and " passed" in done.stdout
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--work_dir", default=None, help="Where the runs go (default: a temporary dir).")
+  parser.add_argument("--quick", action="store_true", help="The simulation's quick run (under a minute).")
   args = parser.parse_args()
   root = args.work_dir or tempfile.mkdtemp(prefix="bench_multiworker_")
   os.makedirs(root, exist_ok=True)
@@ -88,6 +119,12 @@ def main():
     print("Evaluation workers (bench.multiworker_eval):")
     evaluation = multiworker_eval.run(os.path.join(root, "evaluation"))
     figures.update({key: value for key, value in evaluation.items() if key != "workers"})
+    print("Scaling, one core per process (bench.multiworker_eval.scaling):")
+    figures.update(multiworker_eval.scaling(os.path.join(root, "scaling")))
+    print("Simulated evaluation workers (bench.eval_simulation):")
+    figures.update(_simulation(args.quick))
+    figures["ram_fs_search_ok"] = _ram_fs_search_ok()
+    print(f"search, retraining and export on ram://: {figures['ram_fs_search_ok']}")
     print(json.dumps(figures))
   finally:
     if not args.work_dir:

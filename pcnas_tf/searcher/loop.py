@@ -230,9 +230,9 @@ class Search:
       self._score_trials(bar)
     bar.close()
     self._check_agreement("the new pool", [list(m) for m in self.oracle.pool])
+    self.interval_eval_s.append(round(time.time() - start, 4))  # the pool is formed; then the report
     self._log_interval()
     self.timings["eval_s"] += time.time() - start
-    self.interval_eval_s.append(round(time.time() - start, 4))
 
   @property
   def _log_dir(self):
@@ -346,7 +346,7 @@ class Search:
     Each evaluation is one architecture on one validation batch, batches taken in turn, so both
     spend the same number of validation images as PC-NAS' potential evaluation.
     """
-    start, evaluator = time.time(), self._evaluator()
+    start, evaluator = time.time(), self._evaluator(tree=False)
     budget = evolution.progressive_evaluations(self.num_choices, self.config.pool_size,
                                                self.config.num_samples)
     counter = iter(range(budget))
@@ -367,10 +367,13 @@ class Search:
     final = self.oracle.history[-1]
     return list(zip(map(tuple, final["pool"]), final["pool_potentials"])), {}
 
-  def _evaluator(self):
-    """The search's one evaluator: its batches are fixed and its traces serve every interval."""
+  def _evaluator(self, tree=True):
+    """The search's one evaluator: its batches are fixed and its traces serve every interval. For the
+    potentials (`tree`) every piece is traced at once; EA and random search use the whole path only."""
     if self._potential_evaluator is None:
       self._potential_evaluator = potential_lib.search_evaluator(self.config, self.trainer.supergraph, self.splits)
+      if tree:
+        self._potential_evaluator.trace_all()
     return self._potential_evaluator
 
   # Multi-worker agreement ---------------------------------------------------------------------------

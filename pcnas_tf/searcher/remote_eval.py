@@ -373,7 +373,9 @@ def worker_evaluator(config):
   splits = data_sources.load(config.data, min_resolution=space.total_stride)
   search_config.check_splits(config, splits)  # this machine's copy of the data may differ from the chief's
   supergraph = supergraph_lib.Supergraph(space, splits.image_shape, splits.num_classes)
-  return potential_lib.search_evaluator(config, supergraph, splits)
+  evaluator = potential_lib.search_evaluator(config, supergraph, splits)
+  evaluator.trace_all()  # while the chief trains, so that an interval's time is all scoring
+  return evaluator
 
 
 def read_config(work_dir):

@@ -91,6 +91,18 @@ def test_each_piece_is_traced_once_across_intervals():
   assert evaluator.traces() <= len(functions)
 
 
+def test_after_tracing_every_piece_scoring_traces_nothing_and_gives_the_same_accuracies():
+  supergraph, batches = _trained_supergraph(), _batches()
+  traced, plain = (potential_lib.PotentialEvaluator(supergraph, batches, "batch") for _ in range(2))
+  traced.trace_all()
+  pieces = traced.traces()
+  assert pieces == 2 + 2 * len(supergraph.mixops)  # the whole path, the stem, each mixop and suffix
+  for members in ([], [(1,), (2,)], [(1, 0), (2, 2)]):
+    completions = _completions(members, samples=6)
+    assert traced.accuracies(completions) == plain.accuracies(completions)
+  assert traced.traces() == pieces
+
+
 def test_completion_j_is_scored_on_batch_j_mod_k():
   supergraph, batches = _trained_supergraph(), _batches()
   path = (1, 2, 1)
