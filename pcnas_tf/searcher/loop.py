@@ -247,10 +247,11 @@ class Search:
     """Scores the interval's trials here, a pool member's at a time (they share its prefix), with a
     checkpoint after each; `limit` trials at most.
 
-    In a cluster (and `shared`) each task scores a contiguous share of every trial's completions (the
-    k-th of T tasks the k-th T-th, at its completion indices, so on the same batches), and the tasks add
-    their correct counts (`_gather_sum`): all form the same pool, the one a single process forms,
-    whatever the number of tasks, and each task does 1/T of the work whatever the number of trials.
+    In a cluster (and `shared`) the member's completions, trial after trial, are cut into T contiguous
+    shares of one size, one per task (`_shares`: whole candidates where the cut allows, so a task keeps
+    the sharing of a candidate's tree; each completion at its own index, so on its own batch), and the
+    tasks add their correct counts (`_gather_sum`): all form the same pool, the one a single process
+    forms, whatever the number of tasks, and each does 1/T of the completions.
     """
     evaluator, members = self._evaluator(), max(1, len(self.oracle.pool))
     group = max(1, self.oracle.interval_trials // members)
@@ -260,7 +261,7 @@ class Search:
         return
       values = [trial.hyperparameters.values for trial in trials]
       if self.multi_worker and shared:
-        shares = [_share(v, self.task.rank, self.task.num_tasks) for v in values]
+        shares = _shares(values, self.task.rank, self.task.num_tasks)
         row = [x for m in remote_eval.score_trials(evaluator, shares)
                for x in (m[oracle_lib.CORRECT], m[oracle_lib.IMAGES])]
         row = self._gather_sum(row)
@@ -526,12 +527,21 @@ class Search:
     figures.plot_search_front(result, os.path.join(self.out_dir, page.SEARCH_FRONT_PNG))
 
 
-def _share(values, rank, tasks):
-  """Trial `values` cut to task `rank`'s contiguous share of its completions (of `tasks` shares)."""
-  paths = json.loads(values[oracle_lib.COMPLETIONS])
-  low, high = len(paths) * rank // tasks, len(paths) * (rank + 1) // tasks
-  return {**values, oracle_lib.COMPLETIONS: json.dumps(paths[low:high]),
-          oracle_lib.FIRST: int(values.get(oracle_lib.FIRST, 0)) + low}
+def _shares(trials, rank, tasks):
+  """Trials' values cut to task `rank`'s share: of their completions laid end to end, trial after trial,
+  the `rank`-th of `tasks` contiguous ranges of one size (each trial keeps the completions of it that
+  fall in the range, possibly none, at their own completion indices)."""
+  paths = [json.loads(values[oracle_lib.COMPLETIONS]) for values in trials]
+  total = sum(len(p) for p in paths)
+  low, high = total * rank // tasks, total * (rank + 1) // tasks
+  shares, start = [], 0
+  for values, trial_paths in zip(trials, paths):
+    begin, end = max(low - start, 0), max(min(high - start, len(trial_paths)), 0)
+    begin = min(begin, end)
+    shares.append({**values, oracle_lib.COMPLETIONS: json.dumps(trial_paths[begin:end]),
+                   oracle_lib.FIRST: int(values.get(oracle_lib.FIRST, 0)) + begin})
+    start += len(trial_paths)
+  return shares
 
 
 def make_oracle(config: search_config.SearchConfig, space, lease_timeout=None,

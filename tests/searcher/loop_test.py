@@ -17,6 +17,7 @@ from pcnas_tf.training import checkpoint
 from pcnas_tf import errors
 from pcnas_tf.searcher import baselines as evolution
 from pcnas_tf.searcher import loop as search_lib
+from pcnas_tf.searcher import oracle as oracle_lib
 from pcnas_tf.searcher import search_config
 from tests import helpers as testing
 from pcnas_tf.training import epochs
@@ -310,3 +311,21 @@ def test_a_config_of_another_version_is_refused_in_one_sentence(tiny_config):
   old = {k: v for k, v in fields.items() if k != "optimizer"} | {"learning_rate": 0.1}
   with pytest.raises(errors.UserError, match="written by another pcnas_tf version"):
     search_config.SearchConfig.from_json(old)
+
+
+@pytest.mark.parametrize("tasks", [1, 2, 3, 5, 12])
+def test_task_shares_partition_a_members_completions_at_their_own_indices_in_equal_ranges(tasks):
+  lengths = (3, 0, 4, 2)
+  trials = [{oracle_lib.COMPLETIONS: json.dumps([[i, j] for j in range(n)]), oracle_lib.FIRST: 10 * i}
+            for i, n in enumerate(lengths)]
+  scored, sizes = [], []
+  for rank in range(tasks):
+    shares = search_lib._shares(trials, rank, tasks)  # pylint: disable=protected-access
+    sizes.append(0)
+    for share in shares:
+      paths = json.loads(share[oracle_lib.COMPLETIONS])
+      scored += [(tuple(p), share[oracle_lib.FIRST] + k) for k, p in enumerate(paths)]
+      sizes[-1] += len(paths)
+  # Completion j of trial i is path [i, j] at index 10 i + j, scored by exactly one task.
+  assert sorted(scored) == sorted(((i, j), 10 * i + j) for i, n in enumerate(lengths) for j in range(n))
+  assert max(sizes) - min(sizes) <= 1
