@@ -36,6 +36,7 @@ import keras_tuner
 from keras_tuner.src.engine import oracle as oracle_module
 from keras_tuner.src.engine import trial as trial_module
 
+from pcnas_tf import errors
 from pcnas_tf.searcher import pool as pool_lib
 
 EXTEND = "extend"
@@ -370,7 +371,12 @@ class PCNASOracle(keras_tuner.Oracle):
     self.pool = [tuple(m) for m in state["pool"]]
     self.interval, self.pending = state["interval"], state["pending"]
     self.potentials, self.history = state["potentials"], state["history"]
-    self.pieces, self.results = state["pieces"], state["results"]
+    if "pieces" not in state and self.interval_open:
+      raise errors.UserError(
+          "This search was checkpointed in the middle of scoring mixop "
+          f"{self.interval + 1} by an earlier pcnas_tf, whose trials (one per pool member) this version "
+          "cannot continue; finish it with that version, or start afresh with --overwrite.")
+    self.pieces, self.results = state.get("pieces", []), state.get("results", [])
     self._index_pieces()
     self._ended = set()  # `end_order` was replaced
     self.expired_leases = state.get("expired_leases", 0)

@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from pcnas_tf import errors
 from pcnas_tf.searcher import oracle as oracle_lib
 
 NUM_CHOICES = (3, 2, 3)
@@ -181,3 +182,23 @@ def test_the_project_directory_is_written_once_an_interval_not_per_trial(tmp_pat
   for trial in trials[1:]:
     oracle_lib.report(oracle, trial, {oracle_lib.CORRECT: 1, oracle_lib.IMAGES: 70})
   assert json.loads(oracle_file.read_text())["history"] == oracle.history
+
+
+def test_a_state_of_an_earlier_version_resumes_between_intervals_and_is_refused_mid_interval(tmp_path):
+  oracle = _oracle(tmp_path / "a")
+  oracle.start_interval()
+  _run_interval(oracle)
+  # As a checkpoint holds it: JSON, without the fields this version added.
+  closed = {k: v for k, v in json.loads(json.dumps(oracle.get_state())).items()
+            if k not in ("pieces", "results")}
+  restored = _oracle(tmp_path / "b")
+  restored.trials = dict(oracle.trials)
+  restored.set_state(closed)  # between intervals: nothing of the old trials is needed
+  restored.start_interval()
+  _run_interval(restored)
+  assert len(restored.history) == 2
+  oracle.start_interval()
+  open_state = {k: v for k, v in json.loads(json.dumps(oracle.get_state())).items()
+                if k not in ("pieces", "results")}
+  with pytest.raises(errors.UserError, match="in the middle of scoring mixop 2 by an earlier pcnas_tf"):
+    _oracle(tmp_path / "c").set_state(open_state)
