@@ -7,7 +7,7 @@ more completions so that scoring, not start-up, dominates the evaluation phase) 
   1. in one process (potentials scored locally),
   2. as keras-tuner chief with one evaluation worker,
   3. with two evaluation workers,
-  4. with two workers, the one that takes the first trial killed before it reports.
+  4. with two workers after a worker took the first trial and died before it reported (`lost_trial`).
 Reports each run's evaluation time (the chief's `eval_s`: from opening an interval to its pool update,
 summed; with workers it includes their start-up when the first trial comes before they are ready) and
 wall time, `evaluation_speedup` (one worker's eval_s / two workers'), `eval_pools_equal` (every run's
@@ -52,7 +52,7 @@ def run(root) -> dict:
   for name, workers, kill in (("one_worker", 1, False), ("two_workers", 2, False),
                               ("two_workers_one_killed", 2, True)):
     runs[name] = testing.run_served_search(config, os.path.join(root, name), workers,
-                                           lease_timeout=5.0, kill_first_scorer=kill)
+                                           lease_timeout=5.0, lost_trial=kill)
   eval_s = {name: round(run["result"]["timings"]["eval_s"], 3) if run["result"] else None
             for name, run in runs.items()}
   for name, run in runs.items():

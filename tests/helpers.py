@@ -303,15 +303,18 @@ def _start(command, env, log_path):
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def run_served_search(config, work_dir, num_workers, lease_timeout=3.0, kill_first_scorer=False,
+def run_served_search(config, work_dir, num_workers, lease_timeout=3.0, lost_trial=False,
                       timeout=900.0, pinned=False):
   """Runs a search as chief with `num_workers` evaluation workers on 127.0.0.1; returns a summary.
 
-  With `kill_first_scorer`, the worker that takes the first trial is killed (SIGKILL) before it can
-  report. Output goes to `work_dir`.log, `work_dir`.worker<i>.log. Returns {"result" (search_result.json,
-  None if the chief failed), "chief_rc", "worker_rcs" (None for the killed one), "killed" (its name),
-  "wall_s", "logs"}. `pinned` (benchmarks): every process one thread, worker i on core i, the chief
-  on the last core, workers asking every 0.05 s while there is no trial.
+  With `lost_trial`, a worker dies holding the first trial: a keras-tuner client in this process takes
+  the first trial the chief hands out and never reports it (nor asks again), and only then do the
+  workers start, so the trial can come back only through its lease. (Killing a worker process once it
+  logs a trial raced with its report: a candidate's trial is scored in milliseconds.) Output goes to
+  `work_dir`.log, `work_dir`.worker<i>.log. Returns {"result" (search_result.json, None if the chief
+  failed), "chief_rc", "worker_rcs", "lost" (the lost trial's id, or None), "wall_s", "logs"}.
+  `pinned` (benchmarks): every process one thread, worker i on core i, the chief on the last core,
+  workers asking every 0.05 s while there is no trial.
   """
   start, port = time.monotonic(), free_port()
   logs = {"chief": f"{work_dir}.log", **{f"worker{i}": f"{work_dir}.worker{i}.log"
@@ -319,20 +322,15 @@ def run_served_search(config, work_dir, num_workers, lease_timeout=3.0, kill_fir
   env = ONE_THREAD if pinned else None
   chief = start_chief(config, work_dir, port, lease_timeout, logs["chief"],
                       core=os.cpu_count() - 1 if pinned else None, env=env)
-  workers = {name: start_eval_worker(work_dir, port, name, logs[name], core=i if pinned else None, env=env,
-                                     poll_interval=0.05 if pinned else 0.2)
-             for i, name in enumerate(n for n in logs if n != "chief")}
-  killed = None
+  lost, workers = None, {}
   try:
-    if kill_first_scorer:
-      while not killed and chief.poll() is None and time.monotonic() - start < timeout:
-        killed = next((n for n in workers if "scoring trial" in _read(logs[n])), None)
-        time.sleep(0.05)
-      if killed:
-        workers[killed].kill()
-        workers[killed].wait()
+    if lost_trial:
+      lost = _take_one_trial(port, chief, start + timeout)
+    workers = {name: start_eval_worker(work_dir, port, name, logs[name], core=i if pinned else None,
+                                       env=env, poll_interval=0.05 if pinned else 0.2)
+               for i, name in enumerate(n for n in logs if n != "chief")}
     chief_rc = chief.wait(timeout=max(1.0, timeout - (time.monotonic() - start)))
-    worker_rcs = {n: None if n == killed else w.wait(timeout=60) for n, w in workers.items()}
+    worker_rcs = {n: w.wait(timeout=60) for n, w in workers.items()}
   finally:
     for process in [chief, *workers.values()]:
       if process.poll() is None:
@@ -343,8 +341,26 @@ def run_served_search(config, work_dir, num_workers, lease_timeout=3.0, kill_fir
   if chief_rc == 0:
     with open(result_path) as f:
       result = json.load(f)
-  return {"result": result, "chief_rc": chief_rc, "worker_rcs": worker_rcs, "killed": killed,
+  return {"result": result, "chief_rc": chief_rc, "worker_rcs": worker_rcs, "lost": lost,
           "wall_s": time.monotonic() - start, "logs": {n: _read(path) for n, path in logs.items()}}
+
+
+def _take_one_trial(port, chief, deadline):
+  """Asks the chief on 127.0.0.1:`port` for trials as "lost-worker" until one is handed out; its id."""
+  from unittest import mock  # pylint: disable=g-import-not-at-top
+  import grpc  # pylint: disable=g-import-not-at-top
+  from pcnas_tf.searcher import remote_eval  # pylint: disable=g-import-not-at-top
+  with mock.patch.dict(os.environ, kerastuner_env(port, "lost-worker")):
+    client, _ = remote_eval.connect(5.0)  # each call waits at most 5 s for the chief
+  while chief.poll() is None and time.monotonic() < deadline:
+    try:
+      trial = client.create_trial("lost-worker")
+      if trial.status == "RUNNING":
+        return trial.trial_id
+    except grpc.RpcError:  # the chief is not serving yet
+      pass
+    time.sleep(0.05)
+  raise RuntimeError("the chief handed out no trial")
 
 
 def _read(path):
