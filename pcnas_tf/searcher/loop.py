@@ -253,8 +253,7 @@ class Search:
     tasks add their correct counts (`_gather_sum`): all form the same pool, the one a single process
     forms, whatever the number of tasks, and each does 1/T of the completions.
     """
-    evaluator, members = self._evaluator(), max(1, len(self.oracle.pool))
-    group = max(1, self.oracle.interval_trials // members)
+    evaluator, group = self._evaluator(), self._member_trials()
     while limit is None or limit > 0:
       trials = self.oracle.take_trials(remote_eval.CHIEF, group if limit is None else min(group, limit))
       if not trials:
@@ -273,6 +272,10 @@ class Search:
       bar.update(len(trials))
       limit = None if limit is None else limit - len(trials)
       self._save()
+
+  def _member_trials(self) -> int:
+    """Trials of one pool member in the open interval (all of them in the first, whose pool is empty)."""
+    return max(1, self.oracle.interval_trials // max(1, len(self.oracle.pool)))
 
   def _gather_sum(self, row):
     """The sum over tasks of every task's `row` of integers (a collective; exact below 2**53). Each of a
@@ -331,8 +334,7 @@ class Search:
                 f"the chief scores the trials itself until one does.", flush=True)
           said = True
         # Alone: the other training tasks of a cluster pull from this Oracle too, outside collectives.
-        self._score_trials(bar, max(1, self.oracle.interval_trials // max(1, len(self.oracle.pool))),
-                           shared=False)
+        self._score_trials(bar, self._member_trials(), shared=False)
         last_report = time.monotonic() - lease  # check again at once: a worker may have asked
         continue
       if now - last_report > lease:  # say why the search waits

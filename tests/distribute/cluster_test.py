@@ -127,24 +127,30 @@ def test_two_workers_agree_on_every_path_and_match_one_process_of_two_replicas(r
   assert testing.read_json(work_dir / "search_result.json")["final_pool"] == chief["final_pool"]
 
 
+# The tiny search's checkpoints: 1-2 warm-up, 3 the first interval's potentials (one member), 4-5 its
+# training epoch, 6 and 7 the second interval's potentials, a pool member's trials each, which both tasks
+# score between them. Worker 1 dies once checkpoint 3 exists (mid interval 1, see search_lib_test), or
+# once 6 does, so that the chief meets its death at the evaluation's next collective (or, if it got
+# there first, right after it); it fails there instead of hanging.
 @pytest.mark.slow
 @pytest.mark.multiworker
-def test_worker_killed_after_a_checkpoint_the_restarted_cluster_loses_nothing(runs):
-  root, work_dir = runs["root"], runs["root"] / "killed"
-  # Checkpoint 3 is written mid interval 1 (see search_lib_test); worker 1 dies after it, and the chief
-  # fails at its next collective instead of hanging.
-  killed = testing.run_search_cluster(runs["config"], work_dir, str(root / "killed_logs"),
-                                     kill_after_checkpoint=3)
+@pytest.mark.parametrize("checkpoint, name", [(3, "killed"), (6, "killed_in_evaluation")])
+def test_worker_killed_after_a_checkpoint_the_restarted_cluster_loses_nothing(runs, checkpoint, name):
+  root, work_dir = runs["root"], runs["root"] / name
+  killed = testing.run_search_cluster(runs["config"], work_dir, str(root / f"{name}_logs"),
+                                     kill_after_checkpoint=checkpoint)
   assert killed.codes[0] == 2 and killed.codes[1] != 0, killed.logs
   assert "lost contact with the cluster" in killed.logs
   assert "resume from the newest checkpoint" in killed.logs
-  restarted = testing.run_search_cluster(runs["config"], work_dir, str(root / "restarted_logs"))
+  restarted = testing.run_search_cluster(runs["config"], work_dir, str(root / f"{name}_restarted_logs"))
   assert restarted.codes == [0, 0], restarted.logs
   assert "lost contact" not in restarted.logs
   resumed, reference = restarted.results, runs["workers"][0]
   for result in resumed:
     assert result["paths_digest"] == reference["paths_digest"]
     assert as_text(result["final_pool"]) == as_text(reference["final_pool"])
+    assert as_text(result["final_pool"]) == as_text(runs["single"]["final_pool"])
+    assert as_text(result["intervals"]) == as_text(reference["intervals"])
   assert [e["loss"] for e in resumed[0]["log"]] == [e["loss"] for e in reference["log"]]
 
 
@@ -166,26 +172,6 @@ def test_two_workers_retrain_an_architecture_and_only_the_chief_keeps_files(runs
   assert result["test_images"] == 100 and len(result["log"]) == 1
   assert sorted(n for n in os.listdir(root / "train") if n != ".lock") == [
       "checkpoints", "config.json", "model.keras", "tensorboard", "train_result.json"]
-
-
-@pytest.mark.slow
-@pytest.mark.multiworker
-def test_worker_killed_during_the_shared_evaluation_the_restarted_cluster_loses_nothing(runs):
-  root, work_dir = runs["root"], runs["root"] / "killed_in_evaluation"
-  # The tiny search's checkpoints: 1-2 warm-up, 3 the first interval's potentials (one member), 4-5
-  # its training epoch, 6 and 7 the second interval's potentials, a pool member's trials each, which
-  # both tasks score between them. Worker 1 dies once 6 exists, so the chief meets its death at the
-  # evaluation's next collective (or, if it got there first, right after it).
-  killed = testing.run_search_cluster(runs["config"], work_dir, str(root / "killed_eval_logs"),
-                                     kill_after_checkpoint=6)
-  assert killed.codes[0] == 2 and killed.codes[1] != 0, killed.logs
-  assert "lost contact with the cluster" in killed.logs
-  restarted = testing.run_search_cluster(runs["config"], work_dir, str(root / "restarted_eval_logs"))
-  assert restarted.codes == [0, 0], restarted.logs
-  for result in restarted.results:
-    assert result["paths_digest"] == runs["workers"][0]["paths_digest"]
-    assert as_text(result["final_pool"]) == as_text(runs["single"]["final_pool"])
-    assert as_text(result["intervals"]) == as_text(runs["workers"][0]["intervals"])
 
 
 @pytest.mark.slow
