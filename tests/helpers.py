@@ -137,6 +137,10 @@ from pcnas_tf import errors
 from pcnas_tf.searcher import loop as search_lib
 from pcnas_tf.searcher import remote_eval
 from pcnas_tf.searcher import search_config
+if os.environ.get("PCNAS_TEST_PULL_DELAY_S"):  # a slow training task, so that evaluation workers get trials
+  import time
+  _metrics = remote_eval.trial_metrics
+  remote_eval.trial_metrics = lambda *args: time.sleep(float(os.environ["PCNAS_TEST_PULL_DELAY_S"])) or _metrics(*args)
 fields = json.loads(sys.argv[2])
 task = cluster.task_from_env() if os.environ.get(cluster.ENV) else cluster.Task()
 try:
@@ -201,13 +205,15 @@ class ClusterRun:
 
 
 def run_search_cluster(config, work_dir, log_dir, num_workers=2, kill_after_checkpoint=None,
-                       timeout=CLUSTER_TIMEOUT_S, eval_workers=0, pinned=False) -> ClusterRun:
+                       timeout=CLUSTER_TIMEOUT_S, eval_workers=0, pinned=False, pull_delay_s=None) -> ClusterRun:
   """Runs `config` (strategy multi_worker) as `num_workers` processes on 127.0.0.1.
 
   With `kill_after_checkpoint=n`, the last worker is killed once checkpoint n is in `work_dir`. With
   `eval_workers`, the chief serves potential evaluation on a free port and that many evaluation workers
   (`eval_worker_main`, logs in `log_dir`/eval<i>.log) pull trials as the other training tasks do.
-  `pinned`: every task one thread, task i on core i.
+  `pinned`: every task one thread, task i on core i. `pull_delay_s`: the training tasks that pull trials
+  wait that long before scoring each (a trial is scored in milliseconds, so a task that is ready first
+  could otherwise take every trial before an evaluation worker asks).
   """
   import time  # pylint: disable=g-import-not-at-top
   from tests import local_cluster  # pylint: disable=g-import-not-at-top
@@ -218,6 +224,8 @@ def run_search_cluster(config, work_dir, log_dir, num_workers=2, kill_after_chec
       os.remove(path)
   start, killed_at = time.monotonic(), None
   env, evaluators = ({**ONE_THREAD, "PCNAS_PIN_TASKS": "1"} if pinned else {}), []
+  if pull_delay_s:
+    env["PCNAS_TEST_PULL_DELAY_S"] = str(pull_delay_s)
   if eval_workers:
     port = free_port()
     env.update({k: v for k, v in kerastuner_env(port, "chief").items() if k.startswith("KERASTUNER_")})

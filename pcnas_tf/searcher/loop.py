@@ -69,6 +69,7 @@ class Search:
     keras.utils.set_random_seed(config.seed)  # the supergraph's initial weights
     self.space = space_lib.get_space(config.space, config.width)
     self.strategy = strategy_lib.make_strategy(config.strategy, collective_timeout_s)
+    self.collective_timeout_s = collective_timeout_s
     # Every task runs this whole loop; only the chief's files are kept (see cluster.py).
     self.task = strategy_lib.task_of(self.strategy)
     self.multi_worker = self.task.num_tasks > 1
@@ -290,10 +291,12 @@ class Search:
   def _pull_trials(self):
     """A training task of a cluster whose chief serves evaluation workers: scores trials from the
     chief's Oracle as a worker does, with this task's copy of the supergraph, until none is left."""
-    client, _ = remote_eval.connect(self.pull_from.lease_timeout)
+    client, deadline = remote_eval.connect(self.pull_from.lease_timeout)
     evaluator = self._evaluator()
     try:
       while (trial := client.create_trial(oracle_lib.TRAINING_TASK + self.task.name)).status == "RUNNING":
+        # The chief answered: a later call that takes longer than a collective may means it is gone.
+        deadline.seconds = self.collective_timeout_s
         metrics = remote_eval.trial_metrics(evaluator, trial.hyperparameters.values)
         oracle_lib.report(client, trial, metrics)
     except remote_eval.grpc.RpcError as error:

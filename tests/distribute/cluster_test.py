@@ -178,7 +178,10 @@ def test_two_workers_retrain_an_architecture_and_only_the_chief_keeps_files(runs
 @pytest.mark.multiworker
 def test_two_training_tasks_and_an_evaluation_worker_form_the_one_process_pool(runs):
   root = runs["root"]
-  run = testing.run_search_cluster(runs["config"], root / "served", str(root / "served_logs"), eval_workers=1)
+  # The other training task waits 0.5 s before each trial it scores, so the evaluation worker (polling
+  # every 0.2 s once it is up) gets some of them too.
+  run = testing.run_search_cluster(runs["config"], root / "served", str(root / "served_logs"), eval_workers=1,
+                                   pull_delay_s=0.5)
   assert run.codes == [0, 0], run.logs
   chief, worker = run.results
   assert chief["paths_digest"] == worker["paths_digest"] == runs["single"]["paths_digest"]
