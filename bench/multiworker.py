@@ -16,7 +16,9 @@ Runs the two local scenarios of pcnas_tf/cluster_test.py on the tiny macro-style
      `eval_worker_kill_recovered`).
   4. bench.multiworker_eval's scaling runs, every process one thread pinned to its own core: the
      evaluation time of one process against two training tasks sharing it (`train_eval_speedup_2`),
-     and of one evaluation worker against two (`eval_worker_speedup_2`), pools equal.
+     and of one evaluation worker against two (`eval_worker_speedup_2`), pools equal; then what two
+     cores give two independent copies of that evaluation here (`parallel_ceiling_2`), and each
+     speed-up as a share of it (`train_eval_share_of_ceiling`, `eval_worker_share_of_ceiling`).
   5. bench.eval_simulation in its own process: 1 to 64 simulated evaluation workers against the real
      chief (`sim_efficiency_8/32/64`, `oracle_ms_per_trial`).
   6. the tiny search, retraining and export with every directory on `ram://` (tests/ram_fs_test.py's

@@ -84,52 +84,93 @@ def _scaling_config(root):
                              num_samples=SCALING_SAMPLES, budget="0.8")
 
 
+def _start_one_process(config, work_dir, logical_cpus, core=0):
+  """Starts the search in one process of one thread on `core` (`logical_cpus` replicas)."""
+  return subprocess.Popen(testing.search_task_argv(config, work_dir, f"{work_dir}.json", logical_cpus),
+                          cwd=testing.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env={**os.environ, **testing.ONE_THREAD, "PCNAS_PIN_TASKS": str(core + 1)})
+
+
+def _finish(process, work_dir):
+  """Waits for a search of `_start_one_process`; its result summary."""
+  output, _ = process.communicate(timeout=testing.CLUSTER_TIMEOUT_S)
+  if process.returncode != 0:
+    raise RuntimeError(f"one-process search failed:\n{output[-4000:]}")
+  return testing.read_json(f"{work_dir}.json")
+
+
 def _one_process(config, work_dir, logical_cpus):
   """The search in one process of one thread on core 0 (`logical_cpus` replicas); its result summary."""
-  output = f"{work_dir}.json"
-  done = subprocess.run(testing.search_task_argv(config, work_dir, output, logical_cpus), cwd=testing.REPO,
-                        env={**os.environ, **testing.ONE_THREAD, "PCNAS_PIN_TASKS": "1"},
-                        capture_output=True, text=True, timeout=testing.CLUSTER_TIMEOUT_S)
-  if done.returncode != 0:
-    raise RuntimeError(f"one-process search failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-  return testing.read_json(output)
+  return _finish(_start_one_process(config, work_dir, logical_cpus), work_dir)
 
 
-def scaling(root) -> dict:
-  """Evaluation time with one and two scorers, every process one thread pinned to its own core: the
-  search in one process against two training tasks sharing the scoring (`train_eval_speedup_2`), and
-  one evaluation worker against two (`eval_worker_speedup_2`). Each figure is the sum of the intervals'
-  evaluation times but the first, whose time holds the evaluation workers' start-up. The one process
-  trains with two replicas (two logical CPUs), as the two tasks do, so its pool must equal theirs; the
-  served searches train with one, so theirs are compared with each other."""
-  os.makedirs(root, exist_ok=True)
-  config = _scaling_config(root)
-  results = {"one_process": _one_process(dataclasses.replace(config, strategy="mirrored"),
-                                         os.path.join(root, "one_process"), logical_cpus=2)}
-  run = testing.run_search_cluster(dataclasses.replace(config, strategy="multi_worker"),
-                                   os.path.join(root, "two_tasks"), os.path.join(root, "two_tasks_logs"),
-                                   pinned=True)
+def _searches(config, root, round_index):
+  """One round of the scaling searches: {name: [result summary, ...]} (two for the side-by-side copies)."""
+  at = lambda name: os.path.join(root, f"{name}_{round_index}")
+  runs = {"one_process": [_one_process(dataclasses.replace(config, strategy="mirrored"), at("one_process"),
+                                       logical_cpus=2)]}
+  run = testing.run_search_cluster(dataclasses.replace(config, strategy="multi_worker"), at("two_tasks"),
+                                   at("two_tasks_logs"), pinned=True)
   if run.codes != [0, 0]:
     raise RuntimeError(f"two-task search failed: {run.codes}\n{run.logs[-3000:]}")
-  results["two_training_tasks"] = run.results[0]
+  runs["two_training_tasks"] = [run.results[0]]
   for name, workers in (("one_eval_worker", 1), ("two_eval_workers", 2)):
-    served = testing.run_served_search(config, os.path.join(root, name), workers, lease_timeout=60.0,
-                                       pinned=True)
+    served = testing.run_served_search(config, at(name), workers, lease_timeout=60.0, pinned=True)
     if served["result"] is None:
       raise RuntimeError(f"{name} failed:\n{served['logs']['chief'][-3000:]}")
-    results[name] = served["result"]
-  eval_s = {name: round(sum(r["interval_eval_s"][1:]), 3) for name, r in results.items()}
-  same = lambda a, b: all(json.dumps(results[a][k], sort_keys=True) == json.dumps(results[b][k], sort_keys=True)
-                          for k in ("final_pool", "intervals"))
-  pools_equal = same("one_process", "two_training_tasks") and same("one_eval_worker", "two_eval_workers")
+    runs[name] = [served["result"]]
+  # No distribution at all: the served searches' config (one replica) alone on core 0, then two copies
+  # at once on cores 0 and 1.
+  runs["alone"] = [_one_process(config, at("alone"), logical_cpus=1)]
+  dirs = [at(f"side_by_side_{core}") for core in (0, 1)]
+  processes = [_start_one_process(config, d, 1, core) for core, d in enumerate(dirs)]
+  runs["side_by_side"] = [_finish(p, d) for p, d in zip(processes, dirs)]
+  return runs
+
+
+def scaling(root, rounds=2) -> dict:
+  """Evaluation time with one and two scorers, every process one thread pinned to its own core: the
+  search in one process against two training tasks sharing the scoring (`train_eval_speedup_2`), and
+  one evaluation worker against two (`eval_worker_speedup_2`); and what two cores give two copies of the
+  same evaluation with no distribution at all (`parallel_ceiling_2`: 2 x one copy alone over the mean
+  of two side by side), the most any two scorers can reach here (shared cache and memory bandwidth, and
+  whatever the host runs beside this machine).
+
+  Each figure sums, over the intervals but the first (whose time holds the evaluation workers' start-up
+  and the tracing), the least of that interval's evaluation time over `rounds` interleaved rounds: one
+  interval scores in about a second here, and a single run's figure moves by 15%. The one process trains
+  with two replicas (two logical CPUs), as the two tasks do, so its pool must equal theirs; the served
+  and undistributed searches train with one, so theirs are compared with each other.
+  """
+  os.makedirs(root, exist_ok=True)
+  config = _scaling_config(root)
+  runs = {}
+  for round_index in range(rounds):
+    for name, results in _searches(config, root, round_index).items():
+      runs.setdefault(name, []).append(results)
+  # runs[name][round][copy]: per copy, the least time of each interval over the rounds, summed.
+  least = {name: [sum(min(r[copy]["interval_eval_s"][i] for r in by_round)
+                      for i in range(1, len(by_round[0][copy]["interval_eval_s"])))
+                  for copy in range(len(by_round[0]))] for name, by_round in runs.items()}
+  eval_s = {name: round(sum(times) / len(times), 3) for name, times in least.items()}
+  texts = lambda *names: {json.dumps({k: r[k] for k in ("final_pool", "intervals")}, sort_keys=True)
+                          for n in names for by_copy in runs[n] for r in by_copy}
+  pools_equal = (len(texts("one_process", "two_training_tasks")) == 1
+                 and len(texts("one_eval_worker", "two_eval_workers", "alone", "side_by_side")) == 1)
   for name, seconds in eval_s.items():
-    print(f"{name:>20}: evaluation of intervals 2-8 {seconds:7.2f} s")
-  print(f"pools and potentials equal (one process and two tasks; one and two evaluation workers): "
-        f"{pools_equal}")
-  return {"train_eval_speedup_2": round(eval_s["one_process"] / eval_s["two_training_tasks"], 3),
-          "eval_worker_speedup_2": round(eval_s["one_eval_worker"] / eval_s["two_eval_workers"], 3),
-          "scaling_pools_equal": pools_equal, "scaling_eval_s": eval_s,
-          "scaling_interval_eval_s": {name: r["interval_eval_s"] for name, r in results.items()}}
+    print(f"{name:>20}: evaluation of intervals 2-8 {seconds:7.2f} s (least of {rounds} per interval)")
+  ceiling = round(2 * eval_s["alone"] / eval_s["side_by_side"], 3)
+  print(f"two undistributed copies side by side: {[round(t, 2) for t in least['side_by_side']]} s "
+        f"against {eval_s['alone']} s alone, so two cores give at most {ceiling}x here")
+  print(f"pools and potentials equal (one process and two tasks; one and two evaluation workers, and "
+        f"the undistributed copies): {pools_equal}")
+  figures = {"train_eval_speedup_2": round(eval_s["one_process"] / eval_s["two_training_tasks"], 3),
+             "eval_worker_speedup_2": round(eval_s["one_eval_worker"] / eval_s["two_eval_workers"], 3),
+             "parallel_ceiling_2": ceiling, "scaling_pools_equal": pools_equal, "scaling_eval_s": eval_s,
+             "scaling_rounds": rounds}
+  for name in ("train_eval", "eval_worker"):
+    figures[f"{name}_share_of_ceiling"] = round(figures[f"{name}_speedup_2"] / ceiling, 3)
+  return figures
 
 
 def main():

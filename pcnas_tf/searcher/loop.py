@@ -48,6 +48,7 @@ from pcnas_tf.report import figure3
 from pcnas_tf.report import figures
 from pcnas_tf.report import hparams
 from pcnas_tf.report import page
+from pcnas_tf.space import cost as cost_lib
 from pcnas_tf.space import search_space as space_lib
 from pcnas_tf.distribute import strategy as strategy_lib
 from pcnas_tf.training import epochs
@@ -79,6 +80,7 @@ class Search:
     self.progress = progress and self.task.is_chief
     self.out_dir = cluster_lib.output_dir(work_dir, self.task)
     self.splits, self.constraint = load_checked(config, self.space, progress)
+    self._completion_weight = suffix_flops(self.space, self.splits.image_shape, self.splits.num_classes)
     self.steps_per_epoch = config.steps_per_epoch or max(1, self.splits.num_train // config.batch_size)
     self.total_steps = max(1, self.total_epochs * self.steps_per_epoch)
     optimizer = config.optimizer
@@ -248,20 +250,27 @@ class Search:
     """Scores the interval's trials here, a pool member's at a time (they share its prefix), with a
     checkpoint after each; `limit` trials at most.
 
-    In a cluster (and `shared`) the member's completions, trial after trial, are cut into T contiguous
-    shares of one size, one per task (`_shares`: whole candidates where the cut allows, so a task keeps
-    the sharing of a candidate's tree; each completion at its own index, so on its own batch), and the
-    tasks add their correct counts (`_gather_sum`): all form the same pool, the one a single process
-    forms, whatever the number of tasks, and each does 1/T of the completions.
+    In a cluster (and `shared`) the whole interval is one group: its completions, trial after trial, are
+    cut into T contiguous shares of one size, one per task (`_shares`: whole candidates where the cut
+    allows, so a task keeps the sharing of a candidate's tree, and whole pool members when T divides P;
+    each completion at its own index, so on its own batch), and the tasks add their correct counts in
+    one collective (`_gather_sum`): all form the same pool, the one a single process forms, whatever
+    the number of tasks, and each does 1/T of the completions. One group rather than one per member: a
+    member cut across tasks repeats the top of its trees on each, a collective per member waits for
+    the slowest task P times, and a checkpoint holds the whole supergraph (measured on two pinned
+    tasks: the split members' scoring cost each task 65-73% of one process' instead of 50%). A task
+    lost mid-evaluation costs the interval's scoring, which the restarted cluster does again.
     """
-    evaluator, group = self._evaluator(), self._member_trials()
+    shared = shared and self.multi_worker
+    evaluator = self._evaluator()
+    group = self.oracle.interval_trials if shared else self._member_trials()
     while limit is None or limit > 0:
       trials = self.oracle.take_trials(remote_eval.CHIEF, group if limit is None else min(group, limit))
       if not trials:
         return
       values = [trial.hyperparameters.values for trial in trials]
-      if self.multi_worker and shared:
-        shares = _shares(values, self.task.rank, self.task.num_tasks)
+      if shared:
+        shares = _shares(values, self.task.rank, self.task.num_tasks, self._completion_weight)
         row = [x for m in remote_eval.score_trials(evaluator, shares)
                for x in (m[oracle_lib.CORRECT], m[oracle_lib.IMAGES])]
         row = self._gather_sum(row)
@@ -532,21 +541,40 @@ class Search:
     figures.plot_search_front(result, os.path.join(self.out_dir, page.SEARCH_FRONT_PNG))
 
 
-def _shares(trials, rank, tasks):
+def _shares(trials, rank, tasks, weight=None):
   """Trials' values cut to task `rank`'s share: of their completions laid end to end, trial after trial,
-  the `rank`-th of `tasks` contiguous ranges of one size (each trial keeps the completions of it that
-  fall in the range, possibly none, at their own completion indices)."""
+  the `rank`-th of `tasks` contiguous ranges of about one weight (each trial keeps the completions of it
+  that fall in the range, possibly none, at their own completion indices).
+
+  `weight(path, extend)`: a completion's estimated cost (default 1: ranges of one size, to within a
+  completion). A completion belongs to the range its weight's midpoint falls in, so the ranges differ
+  by at most one completion's weight.
+  """
   paths = [json.loads(values[oracle_lib.COMPLETIONS]) for values in trials]
-  total = sum(len(p) for p in paths)
-  low, high = total * rank // tasks, total * (rank + 1) // tasks
-  shares, start = [], 0
-  for values, trial_paths in zip(trials, paths):
-    begin, end = max(low - start, 0), max(min(high - start, len(trial_paths)), 0)
-    begin = min(begin, end)
+  weights = [np.array([1.0 if weight is None else weight(p, int(values[oracle_lib.EXTEND])) for p in ps])
+             for values, ps in zip(trials, paths)]
+  total, before, shares = sum(float(w.sum()) for w in weights), 0.0, []
+  for values, trial_paths, trial_weights in zip(trials, paths, weights):
+    middle = before + np.cumsum(trial_weights) - trial_weights / 2
+    owner = np.minimum((tasks * middle / total).astype(int), tasks - 1) if total > 0 else np.zeros(0, int)
+    mine = np.flatnonzero(owner == rank)
+    begin, end = (int(mine[0]), int(mine[-1]) + 1) if len(mine) else (0, 0)
     shares.append({**values, oracle_lib.COMPLETIONS: json.dumps(trial_paths[begin:end]),
                    oracle_lib.FIRST: int(values.get(oracle_lib.FIRST, 0)) + begin})
-    start += len(trial_paths)
+    before += float(trial_weights.sum())
   return shares
+
+
+def suffix_flops(space, input_shape, num_classes):
+  """`weight(path, extend)` for `_shares`: the FLOPs a completion adds below its candidate's mixop
+  `extend` (its later mixops and the head), each mixop at least a tenth of its dearest operator (an
+  Identity still costs a call). An estimate: the evaluator shares nodes a completion has in common with
+  others, most of all near the top."""
+  costs = cost_lib.layer_costs(space, input_shape)
+  floor = [0.1 * max(c.flops for c in layer) for layer in costs]
+  head = cost_lib.head_cost(space, input_shape, num_classes).flops
+  return lambda path, extend: head + sum(max(costs[l][c].flops, floor[l])
+                                         for l, c in enumerate(path) if l > extend)
 
 
 def make_oracle(config: search_config.SearchConfig, space, lease_timeout=None,

@@ -127,14 +127,14 @@ def test_two_workers_agree_on_every_path_and_match_one_process_of_two_replicas(r
   assert testing.read_json(work_dir / "search_result.json")["final_pool"] == chief["final_pool"]
 
 
-# The tiny search's checkpoints: 1-2 warm-up, 3 the first interval's potentials (one member), 4-5 its
-# training epoch, 6 and 7 the second interval's potentials, a pool member's trials each, which both tasks
-# score between them. Worker 1 dies once checkpoint 3 exists (mid interval 1, see search_lib_test), or
-# once 6 does, so that the chief meets its death at the evaluation's next collective (or, if it got
-# there first, right after it); it fails there instead of hanging.
+# The tiny search's checkpoints: 1-2 warm-up, 3 the first interval's potentials, 4-5 its training epoch,
+# 6 the second interval's potentials, which both tasks score between them (a cluster scores an interval
+# as one group). Worker 1 dies once checkpoint 3 exists (mid interval 1, see search_lib_test), or once 5
+# does, so that the chief meets its death at the evaluation's collective (or, if it got there first,
+# at the next one, the pool's agreement check); it fails there instead of hanging.
 @pytest.mark.slow
 @pytest.mark.multiworker
-@pytest.mark.parametrize("checkpoint, name", [(3, "killed"), (6, "killed_in_evaluation")])
+@pytest.mark.parametrize("checkpoint, name", [(3, "killed"), (5, "killed_in_evaluation")])
 def test_worker_killed_after_a_checkpoint_the_restarted_cluster_loses_nothing(runs, checkpoint, name):
   root, work_dir = runs["root"], runs["root"] / name
   killed = testing.run_search_cluster(runs["config"], work_dir, str(root / f"{name}_logs"),

@@ -19,6 +19,8 @@ from pcnas_tf.searcher import baselines as evolution
 from pcnas_tf.searcher import loop as search_lib
 from pcnas_tf.searcher import oracle as oracle_lib
 from pcnas_tf.searcher import search_config
+from pcnas_tf.space import cost as cost_lib
+from pcnas_tf.space import search_space as space_lib
 from tests import helpers as testing
 from pcnas_tf.training import epochs
 from pcnas_tf.training import optimizer_config
@@ -329,3 +331,39 @@ def test_task_shares_partition_a_members_completions_at_their_own_indices_in_equ
   # Completion j of trial i is path [i, j] at index 10 i + j, scored by exactly one task.
   assert sorted(scored) == sorted(((i, j), 10 * i + j) for i, n in enumerate(lengths) for j in range(n))
   assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("tasks", [2, 3])
+def test_weighted_task_shares_balance_the_estimated_cost_and_still_partition(tasks):
+  # Trial 0's completions are ten times dearer than trial 1's: equal counts would give task 0 most of
+  # the cost; weighted ranges differ by at most one completion's weight.
+  trials = [{oracle_lib.COMPLETIONS: json.dumps([[i, j] for j in range(12)]), oracle_lib.FIRST: 100 * i,
+             oracle_lib.EXTEND: i} for i in range(2)]
+  weight = lambda path, extend: 10.0 if extend == 0 else 1.0
+  scored, costs = [], []
+  for rank in range(tasks):
+    shares = search_lib._shares(trials, rank, tasks, weight)  # pylint: disable=protected-access
+    costs.append(0.0)
+    for share in shares:
+      paths = json.loads(share[oracle_lib.COMPLETIONS])
+      scored += [(tuple(p), share[oracle_lib.FIRST] + k) for k, p in enumerate(paths)]
+      costs[-1] += sum(weight(p, share[oracle_lib.EXTEND]) for p in paths)
+  assert sorted(scored) == sorted(((i, j), 100 * i + j) for i in range(2) for j in range(12))
+  assert max(costs) - min(costs) <= 10.0
+  unweighted = [sum(weight(p, s[oracle_lib.EXTEND]) for s in search_lib._shares(trials, r, tasks)
+                    for p in json.loads(s[oracle_lib.COMPLETIONS])) for r in range(tasks)]
+  assert max(unweighted) - min(unweighted) > 10.0  # the weights are what balanced them
+
+
+def test_suffix_flops_counts_only_the_mixops_after_the_extended_one_and_the_head(tiny_config):
+  space = space_lib.get_space(tiny_config.space, tiny_config.width)
+  weight = search_lib.suffix_flops(space, (8, 8, 3), 10)
+  costs = cost_lib.layer_costs(space, (8, 8, 3))
+  head = cost_lib.head_cost(space, (8, 8, 3), 10).flops
+  last = space.num_layers - 1
+  dearest = max(range(len(costs[last])), key=lambda c: costs[last][c].flops)
+  path = [0] * space.num_layers
+  assert weight(path, last) == head
+  assert weight(path[:last] + [dearest], last - 1) == head + costs[last][dearest].flops
+  # A changed mixop at or above `extend` does not change the weight.
+  assert weight([dearest] + path[1:], 0) == weight(path, 0)
