@@ -11,6 +11,7 @@ decay are left bit-identical, with no branching.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from pcnas_tf.nn import mixop as mixop_lib
@@ -39,11 +40,12 @@ class PathSGD:
     self.slots = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="momentum")
                   for v in self.variables]
     # Which packed weights are kernels, as variables rather than graph constants: a constant the size of
-    # every candidate's weights would be copied into the traced graph. bool quarters their memory (float16
-    # made oneDNN warn on every CPU without AVX-512; int8 cannot be broadcast by multi-worker
-    # collectives); they are derived from the layout, so checkpoints do not hold them.
-    self.decay_masks = [tf.Variable(mixop.decay_mask.astype(bool), trainable=False,
-                                    name="decay_mask") for mixop in self.mixops]
+    # every candidate's weights would be copied into the traced graph. One bit per weight, 32 to an
+    # int32 (`pack_mask`): a bool per weight was 0.16 GiB for a large-space supergraph at width 1.0,
+    # int8 cannot be broadcast by multi-worker collectives, and float16 made oneDNN warn on every CPU
+    # without AVX-512. They are derived from the layout, so checkpoints do not hold them.
+    self.decay_masks = [tf.Variable(pack_mask(mixop.decay_mask), trainable=False, name="decay_mask")
+                        for mixop in self.mixops]
 
   @property
   def variables(self):
@@ -75,7 +77,7 @@ class PathSGD:
       gradient, slot = gradients[shared + index], self.slots[shared + index]
       if mixop.weight_offsets[-1] == 0 or gradient is None:
         continue
-      mask = tf.cast(mixop_lib.read_rows(self.decay_masks[index], rows[index]), tf.float32)
+      mask = unpack_mask(mixop_lib.read_rows(self.decay_masks[index], rows[index]))
       new_variable, new_slot = self._rule(path_weights[index], gradient,
                                           mixop_lib.read_rows(slot, rows[index]), mask, learning_rate)
       mixop_lib.write_rows(slot, rows[index], new_slot)
@@ -91,3 +93,14 @@ class PathSGD:
     step = self.momentum * new_slot - learning_rate * gradient if self.nesterov else new_slot
     return variable + step, new_slot
 
+
+def pack_mask(mask) -> np.ndarray:
+  """A [rows, ROW] bool mask as [rows, ROW / 32] int32: bit k of word w holds element 32 w + k."""
+  bits = np.packbits(np.asarray(mask, bool), axis=-1, bitorder="little")  # [rows, ROW / 8] uint8
+  return np.ascontiguousarray(bits).view("<i4").astype(np.int32)
+
+
+def unpack_mask(words):
+  """`pack_mask`'s words (rows of them, a tensor) back to the [rows, ROW] mask, as float32 0 and 1."""
+  bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(words[..., None], tf.range(32, dtype=words.dtype)), 1)
+  return tf.cast(tf.reshape(bits, [-1, words.shape[-1] * 32]), tf.float32)

@@ -11,6 +11,7 @@ from pcnas_tf.nn import mixop as mixop_lib
 from pcnas_tf.nn import model as model_lib
 from pcnas_tf.nn import ops
 from pcnas_tf.space import search_space as space_lib
+from pcnas_tf.training import path_optimizer
 from pcnas_tf.training import supergraph_trainer as trainer_lib
 
 SPACE = space_lib.macro_space(0.125)
@@ -102,7 +103,8 @@ def test_candidate_weights_follow_the_template_layout():
   kernels = sum(int(np.prod(v.shape)) for op in templates for v in op.trainable_variables
                 if v.name in ("kernel", "depthwise_kernel"))
   assert kernels and mixop.decay_mask.sum() == kernels < mixop.decay_mask.size
-  np.testing.assert_array_equal(trainer.optimizer.decay_masks[0].numpy(), mixop.decay_mask)
+  np.testing.assert_array_equal(path_optimizer.unpack_mask(trainer.optimizer.decay_masks[0]).numpy(),
+                                mixop.decay_mask)
 
 
 def test_weights_are_held_once_the_templates_dropped_after_packing():
@@ -207,3 +209,16 @@ diff = max(float((np.abs(a.numpy() - b.numpy()) / (1 + np.abs(b.numpy()))).max()
            for a, b in zip(mirrored.supergraph.variables, single.supergraph.variables))
 print(f"replicas={mirrored.strategy.num_replicas_in_sync} in_sync={in_sync} max_diff_vs_one_device={diff}")
 '''
+
+
+def test_decay_masks_packed_32_to_an_int32_read_back_exactly_row_by_row():
+  mask = np.random.default_rng(0).random((5, mixop_lib.ROW)) < 0.5
+  mask[2, 31] = mask[3, :] = True  # bit 31: a negative word
+  words = path_optimizer.pack_mask(mask)
+  assert words.dtype == np.int32 and words.shape == (5, mixop_lib.ROW // 32)
+  np.testing.assert_array_equal(path_optimizer.unpack_mask(tf.constant(words)).numpy(), mask)
+  rows = tf.constant([3, 0])  # as the optimizer reads them: some rows, in any order
+  np.testing.assert_array_equal(path_optimizer.unpack_mask(tf.gather(tf.constant(words), rows)).numpy(),
+                                mask[[3, 0]])
+  assert path_optimizer.pack_mask(np.zeros((0, mixop_lib.ROW), bool)).shape == (0, mixop_lib.ROW // 32)
+
