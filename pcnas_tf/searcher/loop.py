@@ -251,11 +251,11 @@ class Search:
     checkpoint after each; `limit` trials at most.
 
     In a cluster (and `shared`) the whole interval is one group: its completions, trial after trial, are
-    cut into T contiguous shares of one size, one per task (`_shares`: whole candidates where the cut
-    allows, so a task keeps the sharing of a candidate's tree, and whole pool members when T divides P;
-    each completion at its own index, so on its own batch), and the tasks add their correct counts in
-    one collective (`_gather_sum`): all form the same pool, the one a single process forms, whatever
-    the number of tasks, and each does 1/T of the completions. One group rather than one per member: a
+    cut into T contiguous shares of one estimated cost (`suffix_flops`), one per task (`_shares`:
+    whole candidates where the cut allows, so a task keeps the sharing of a candidate's tree; each
+    completion at its own index, so on its own batch), and the tasks add their correct counts in one
+    collective (`_gather_sum`): all form the same pool, the one a single process forms, whatever the
+    number of tasks, and each does about 1/T of the work. One group rather than one per member: a
     member cut across tasks repeats the top of its trees on each, a collective per member waits for
     the slowest task P times, and a checkpoint holds the whole supergraph (measured on two pinned
     tasks: the split members' scoring cost each task 65-73% of one process' instead of 50%). A task

@@ -95,7 +95,8 @@ class PathSGD:
 
 
 def pack_mask(mask) -> np.ndarray:
-  """A [rows, ROW] bool mask as [rows, ROW / 32] int32: bit k of word w holds element 32 w + k."""
+  """A [rows, ROW] bool mask as [rows, ROW / 32] int32: bit k of word w holds element 32 w + k (ROW is
+  a multiple of 32)."""
   bits = np.packbits(np.asarray(mask, bool), axis=-1, bitorder="little")  # [rows, ROW / 8] uint8
   return np.ascontiguousarray(bits).view("<i4").astype(np.int32)
 
