@@ -85,17 +85,20 @@ def _scaling_config(root):
 
 
 def _start_one_process(config, work_dir, logical_cpus, core=0):
-  """Starts the search in one process of one thread on `core` (`logical_cpus` replicas)."""
-  return subprocess.Popen(testing.search_task_argv(config, work_dir, f"{work_dir}.json", logical_cpus),
-                          cwd=testing.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env={**os.environ, **testing.ONE_THREAD, "PCNAS_PIN_TASKS": str(core + 1)})
+  """Starts the search in one process of one thread on `core` (`logical_cpus` replicas); its output goes
+  to `work_dir`.log (a pipe left unread while the other copy runs could fill and stall it)."""
+  with open(f"{work_dir}.log", "w") as log:  # the child keeps its own descriptor
+    return subprocess.Popen(testing.search_task_argv(config, work_dir, f"{work_dir}.json", logical_cpus),
+                            cwd=testing.REPO, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, **testing.ONE_THREAD, "PCNAS_PIN_TASKS": str(core + 1)})
 
 
 def _finish(process, work_dir):
   """Waits for a search of `_start_one_process`; its result summary."""
-  output, _ = process.communicate(timeout=testing.CLUSTER_TIMEOUT_S)
+  process.wait(timeout=testing.CLUSTER_TIMEOUT_S)
   if process.returncode != 0:
-    raise RuntimeError(f"one-process search failed:\n{output[-4000:]}")
+    with open(f"{work_dir}.log") as log:
+      raise RuntimeError(f"one-process search failed:\n{log.read()[-4000:]}")
   return testing.read_json(f"{work_dir}.json")
 
 
