@@ -73,6 +73,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="Supergraph steps per epoch: (12 + 8 x 3) x 150 = 5,400 steps, two networks "
                       "of the table's 2,700.")
   parser.add_argument("--num_samples", type=int, default=12, help="S: completions per candidate.")
+  parser.add_argument("--candidates_trained", type=int, default=5,
+                      help="At most this many of the ranked candidates that the table lacks are trained "
+                      "on demand per seed, a seeded sample (0: all; each costs a network of the table, "
+                      "about 3 minutes on one core here).")
+  parser.add_argument("--run_seeds", default="",
+                      help="Run only these of the seeds now (comma-separated), e.g. one share of them per "
+                      "core in separate processes with --threads=1; a run without it then resumes every "
+                      "search and reports on all seeds.")
+  parser.add_argument("--threads", type=int, default=0,
+                      help="TensorFlow intra- and inter-op threads (0: TensorFlow's default).")
   return parser.parse_args(argv)
 
 
@@ -139,6 +149,12 @@ def study_config(args, data) -> quality.StudyConfig:
   """The study's searches: the demo's search settings at the table's data and width."""
   budgets = tuple(args.budgets.split(","))
   seeds = tuple(range(args.seeds))
+  if args.run_seeds:
+    wanted = tuple(int(s) for s in args.run_seeds.split(","))
+    if not set(wanted) <= set(seeds):
+      raise SystemExit(f"--run_seeds={args.run_seeds} names seeds outside 0..{args.seeds - 1} "
+                       f"(--seeds={args.seeds}).")
+    seeds = wanted
   search = search_config.SearchConfig(
       space="macro", width=args.width, pool_size=5, num_samples=args.num_samples,
       warmup_epochs=args.warmup_epochs, interval_epochs=args.interval_epochs,
@@ -148,7 +164,8 @@ def study_config(args, data) -> quality.StudyConfig:
       eval_batch_size=256, eval_batches=4, strategy="one_device", data=data)
   return quality.StudyConfig(search=search, budgets=budgets, seeds=seeds,
                              ranking_budget=budgets[len(budgets) // 2],
-                             train_candidates=not args.quick)
+                             train_candidates=not args.quick,
+                             candidates_trained=args.candidates_trained)
 
 
 def main(argv=None) -> None:
@@ -156,6 +173,10 @@ def main(argv=None) -> None:
   if args.quick:
     args.seeds, args.budgets, args.steps_per_epoch = 1, "0.5", args.steps_per_epoch // 2
   start = time.time()
+  if args.threads:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
   if args.table == "nasbench_macro":
     shape, data = (32, 32, 3), None
   else:
@@ -172,6 +193,9 @@ def main(argv=None) -> None:
                               lambda archs: ground_truth_build.add_networks(
                                   args.table, build_config, archs, train, "chosen by a search",
                                   progress=False), progress=False)
+  if args.run_seeds:
+    print(f"seeds {args.run_seeds} done; run without --run_seeds to report on every seed")
+    return
   # The proxies over the table as it is now (with the networks the study added).
   truth = ground_truth.load_any(args.table)
   paths = truth.paths(drawn_only=True)  # a uniform sample: not the networks searches chose

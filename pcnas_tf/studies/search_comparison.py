@@ -108,6 +108,21 @@ def canonical(path) -> str:
   return nasbench_macro.canonical_key("".join(map(str, path)))
 
 
+def candidates_to_train(candidates: dict, known: Callable, limit: int, seed: int) -> list:
+  """The ranked candidates of one seed (`{"paths", "potentials"}`) that the table lacks and that are
+  trained on demand: those with a potential (NaN: infeasible), one path per network, at most `limit`
+  of them (a seeded uniform sample; 0: all). Candidates the table holds (`known(path)`) are ranked
+  without training, so they are never counted against the limit."""
+  missing = {}
+  for path, value in zip(candidates["paths"], candidates["potentials"]):
+    if np.isfinite(value) and not known(path):
+      missing.setdefault(canonical(path), list(path))
+  keys = sorted(missing)
+  if limit and len(keys) > limit:
+    keys = sorted(np.random.default_rng([seed, 17]).choice(keys, limit, replace=False).tolist())
+  return [missing[k] for k in keys]
+
+
 # The study ------------------------------------------------------------------------------------------
 
 
@@ -121,11 +136,13 @@ class StudyConfig:
   seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
   ranking_budget: str = "0.5"
   train_candidates: bool = True   # False: candidates the table lacks are left out of the ranking
+  candidates_trained: int = 0     # at most this many of them trained per seed (0: all)
 
   def validate(self):
     self.search.validate()
     if not self.budgets or not self.seeds:
       raise errors.UserError("The study needs at least one budget and one seed.")
+    errors.check_at_least(self.candidates_trained, 0, "Candidates trained per seed")
     if self.ranking_budget not in self.budgets:
       raise errors.UserError(f"Ranking budget {self.ranking_budget!r} is not one of the budgets "
                              f"{', '.join(self.budgets)}.")
@@ -185,7 +202,10 @@ def run_study(config: StudyConfig, table_path: str, work_dir: str, add_networks:
   # Every chosen network and every ranked candidate gets its ground truth.
   wanted = [r["path"] for r in runs]
   if config.train_candidates:
-    wanted += [p for c in candidates for p, v in zip(c["paths"], c["potentials"]) if np.isfinite(v)]
+    truth = ground_truth.load(table_path)
+    for c in candidates:
+      wanted += candidates_to_train(c, lambda p: truth.entry(p) is not None, config.candidates_trained,
+                                    c["seed"])
   feasibility = _feasibility(config)
   wanted += [f["max_flops"] for f in feasibility.values()]
   add_networks(sorted({canonical(p) for p in wanted}))
@@ -313,7 +333,8 @@ def _mean_rows(rows: list) -> dict:
 
 def _config_json(config: StudyConfig) -> dict:
   return {"search": config.search.to_json(), "budgets": list(config.budgets), "seeds": list(config.seeds),
-          "ranking_budget": config.ranking_budget, "train_candidates": config.train_candidates}
+          "ranking_budget": config.ranking_budget, "train_candidates": config.train_candidates,
+          "candidates_trained": config.candidates_trained}
 
 
 # The picture ----------------------------------------------------------------------------------------

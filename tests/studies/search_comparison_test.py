@@ -140,3 +140,21 @@ def test_tiny_study_end_to_end_adds_chosen_networks_and_resumes(tiny_study, tmp_
   again = quality.run_study(config, table, str(tmp_path / "study"), add, progress=False)
   assert train.calls == trained  # nothing trained twice
   assert again["rows"] == result["rows"]
+
+
+def test_candidates_to_train_skips_known_and_infeasible_and_caps_a_seeded_sample():
+  nan = float("nan")
+  candidates = {"paths": [[1, 1, 2, 0, 1, 1, 1, 1], [1, 1, 2, 1, 0, 1, 1, 1], [2, 2, 2, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 1], [2, 1, 0, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1, 1]],
+                "potentials": [0.5, 0.4, nan, 0.3, 0.2, 0.1]}
+  known = lambda path: list(path) == [2, 1, 0, 1, 1, 1, 1, 1]
+  everything = quality.candidates_to_train(candidates, known, 0, seed=0)
+  # The first two are one network (the Identity moved within its stage); the third has no potential
+  # (infeasible); the table holds the fifth.
+  assert sorted(map(quality.canonical, everything)) == sorted(
+      {quality.canonical(p) for p in ([1, 1, 2, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1, 1])})
+  assert len(everything) == 3
+  capped = quality.candidates_to_train(candidates, known, 2, seed=0)
+  assert len(capped) == 2 and all(p in everything for p in capped)
+  assert capped == quality.candidates_to_train(candidates, known, 2, seed=0)  # seeded
+  draws = {tuple(map(tuple, quality.candidates_to_train(candidates, known, 1, seed=s))) for s in range(20)}
+  assert len(draws) == 3  # every one of them can be drawn
