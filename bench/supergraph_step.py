@@ -10,7 +10,10 @@ stable estimator on this shared VM), then the median over paths. Prints a table 
 one JSON line. Both spaces (`--space`): small and large. Then, in a fresh process, the resident memory
 that building a large-space supergraph (width 1.0, 224x224, 1000 classes) and its optimizer adds,
 over the bytes of its variables (packed weights, statistics, shared layers) and momentum:
-`memory_ratio`. Targets: ratios <= 1.03, traces == 1, memory_ratio <= 1.3.
+`memory_ratio`. The profile (`--noprofile` skips it): the supergraph's fixed cost per call over the
+stand-alone model's, at batch 1 and 16x16 where the arithmetic is negligible, and the graph nodes one
+forward runs, against the stand-alone model's, with the dead nodes of unselected branches that the
+lowered switch_cases schedule too. Targets: ratios <= 1.03, traces == 1, memory_ratio <= 1.3.
 """
 
 import argparse
@@ -133,6 +136,61 @@ def _ratios(space, args, paths, repeats):
           trainer.trace_count - 1)
 
 
+def _graph_nodes(space, shape, path):
+  """Nodes of the supergraph's traced forward (the evaluation step) that one call on `path` runs:
+  the top-level graph plus the selected branch of each mixop's switch_case; the unselected branches'
+  nodes (scheduled as dead nodes once TensorFlow lowers the switch_case); and the stand-alone
+  model's forward."""
+  trainer = trainer_lib.SupergraphTrainer(space, shape, 10, tf.distribute.OneDeviceStrategy("/cpu:0"), 1)
+  images, labels = tf.zeros((1,) + shape), tf.zeros((1,), tf.int32)
+  graph = trainer._eval_step.get_concrete_function(  # pylint: disable=protected-access
+      images, labels, tf.constant(path, tf.int32)).graph
+  functions = graph._functions  # pylint: disable=protected-access
+  top = graph.get_operations()
+  selected = dead = 0
+  cases = [op for op in top if op.type in ("Case", "StatelessCase")]
+  for op, mixop, choice in zip(cases, trainer.supergraph.mixops, path):
+    sizes = [len(functions[f.name].graph.get_operations()) for f in op.get_attr("branches")]
+    chosen = int(mixop.branch_of[choice])
+    selected += sizes[chosen]
+    dead += sum(sizes) - sizes[chosen]
+  model = model_lib.build_model(space.arch_from_indices(path), space, shape, 10)
+  alone = tf.function(lambda x: model(x, training=False)).get_concrete_function(images).graph
+  return {"supergraph": len(top) + selected, "dead": dead, "standalone": len(alone.get_operations()),
+          "switch_cases": len(cases)}
+
+
+def fixed_overhead(space, paths, repeats, resolution=16):
+  """The supergraph's cost per call beyond the stand-alone model's, where the arithmetic is
+  negligible (batch 1 at `resolution`): median over paths of the paired differences of a forward
+  pass and of a train step (ms), with the graph nodes of one forward (`_graph_nodes`)."""
+  shape = (resolution, resolution, 3)
+  trainer = trainer_lib.SupergraphTrainer(space, shape, 10, tf.distribute.OneDeviceStrategy("/cpu:0"), 1,
+                                          learning_rate=0.01)
+  images, labels = tf.random.normal((1,) + shape), tf.zeros((1,), tf.int32)
+  iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+  rng = np.random.default_rng(1)
+  num_choices = [len(layer.choices) for layer in space.layers]
+  forward, train = [], []
+  for _ in range(paths):
+    path = pool_lib.complete((), num_choices, rng)
+    model = model_lib.build_model(space.arch_from_indices(path), space, shape, 10)
+    alone_train, alone_forward = _standalone_steps(model, 1)
+    path_tensor = tf.constant(path, tf.int32)
+    for _ in range(3):
+      trainer.train_step(iterator, path), alone_train(images, labels), alone_forward(images)
+      trainer.evaluate(images, labels, path_tensor)
+    times = _round_times(
+        [lambda: trainer.train_step(iterator, path)[0], lambda: alone_train(images, labels),
+         lambda: trainer.evaluate(images, labels, path_tensor), lambda: alone_forward(images)],
+        repeats)
+    train.append(float(np.median(times[:, 0] - times[:, 1])))
+    forward.append(float(np.median(times[:, 2] - times[:, 3])))
+  nodes = _graph_nodes(space, shape, path)
+  return {"forward_ms": 1e3 * float(np.median(forward)), "train_ms": 1e3 * float(np.median(train)),
+          "nodes": nodes}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true", help="5 paths, fewer repeats.")
@@ -144,6 +202,8 @@ def main():
   parser.add_argument("--repeats", type=int, default=20)
   parser.add_argument("--threads", type=int, default=1,
                       help="intra-op threads (1: the stable setting on a shared machine)")
+  parser.add_argument("--noprofile", dest="profile", action="store_false",
+                      help="skip the fixed per-call cost (batch 1, 16x16) and the graph's node counts")
   parser.add_argument("--nomemory", dest="memory", action="store_false",
                       help="skip the memory measurement (large space, width 1.0, 224x224)")
   args = parser.parse_args()
@@ -158,6 +218,18 @@ def main():
       prefix = "" if name == "small" else "large_"
       summary.update({f"{prefix}train_step_ratio": round(train_ratio, 4),
                       f"{prefix}forward_ratio": round(forward_ratio, 4), f"{prefix}traces": traces})
+      if args.profile:
+        fixed = fixed_overhead(space, 3 if args.quick else 5, 3 * repeats)
+        nodes = fixed["nodes"]
+        print(f"{name}: fixed cost per call (batch 1, 16x16): forward +{fixed['forward_ms']:.2f} ms, "
+              f"train step +{fixed['train_ms']:.2f} ms over the stand-alone model; one forward runs "
+              f"{nodes['supergraph']} graph nodes ({nodes['switch_cases']} switch_cases) and schedules "
+              f"{nodes['dead']} dead ones of unselected branches, against {nodes['standalone']}")
+        summary.update({f"{prefix}fixed_forward_overhead_ms": round(fixed["forward_ms"], 3),
+                        f"{prefix}fixed_train_overhead_ms": round(fixed["train_ms"], 3),
+                        f"{prefix}forward_nodes": nodes["supergraph"],
+                        f"{prefix}dead_branch_nodes": nodes["dead"],
+                        f"{prefix}standalone_forward_nodes": nodes["standalone"]})
   summary["traces"] = max(v for k, v in summary.items() if k.endswith("traces"))
   if args.memory:
     added, state = memory_ratio()
