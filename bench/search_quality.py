@@ -73,7 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="Supergraph steps per epoch: (12 + 8 x 3) x 150 = 5,400 steps, two networks "
                       "of the table's 2,700.")
   parser.add_argument("--num_samples", type=int, default=12, help="S: completions per candidate.")
-  parser.add_argument("--candidates_trained", type=int, default=5,
+  parser.add_argument("--candidates_trained", type=int, default=3,
                       help="At most this many of the ranked candidates that the table lacks are trained "
                       "on demand per seed, a seeded sample (0: all; each costs a network of the table, "
                       "about 3 minutes on one core here).")
