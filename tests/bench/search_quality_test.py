@@ -2,8 +2,10 @@
 tests/studies/search_comparison_test.py)."""
 
 import numpy as np
+import pytest
 
 from bench import search_quality
+from pcnas_tf.data import data_config
 from pcnas_tf.nn import model as model_lib
 from pcnas_tf.space import search_space as space_lib
 
@@ -24,3 +26,14 @@ def test_zero_cost_proxies_are_finite_and_prefer_the_deeper_network():
     assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, model.weights))  # restored
   assert all(np.isfinite(s) for pair in scores for s in pair)
   assert scores[1][0] > scores[0][0]  # more weights on every path: a larger synflow
+
+
+def test_run_seeds_picks_a_share_of_the_seeds_and_refuses_others():
+  data = data_config.DataConfig(resolution=14, validation=5000)
+  args = search_quality.parse_args(["--seeds=3", "--run_seeds=2,0"])
+  args.width = 0.25
+  assert search_quality.study_config(args, data).seeds == (2, 0)
+  args = search_quality.parse_args(["--seeds=2", "--run_seeds=1,2"])
+  args.width = 0.25
+  with pytest.raises(SystemExit, match=r"--run_seeds=1,2 names seeds outside 0..1"):
+    search_quality.study_config(args, data)
