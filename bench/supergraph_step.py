@@ -67,6 +67,22 @@ def _round_times(fns, repeats):
   return times
 
 
+def _paired_times(trainer, iterator, images, labels, space, path, repeats, warmup):
+  """`_round_times` of the supergraph's train step, the stand-alone model's, the supergraph's forward
+  and the stand-alone forward on `path`, after `warmup` calls of each (tracing the stand-alone steps)."""
+  shape = tuple(images.shape[1:])
+  model = model_lib.build_model(space.arch_from_indices(path), space, shape, 10)
+  alone_train, alone_forward = _standalone_steps(model, int(images.shape[0]))
+  path_tensor = tf.constant(path, tf.int32)
+  for _ in range(warmup):
+    trainer.train_step(iterator, path), alone_train(images, labels), alone_forward(images)
+    trainer.evaluate(images, labels, path_tensor)
+  return _round_times(
+      [lambda: trainer.train_step(iterator, path)[0], lambda: alone_train(images, labels),
+       lambda: trainer.evaluate(images, labels, path_tensor), lambda: alone_forward(images)],
+      repeats)
+
+
 def _rss_bytes() -> int:
   with open("/proc/self/statm") as f:
     return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -113,16 +129,7 @@ def _ratios(space, args, paths, repeats):
   for _ in range(paths):
     path = pool_lib.complete((), num_choices, rng)
     arch = space.arch_from_indices(path)
-    model = model_lib.build_model(arch, space, shape, 10)
-    alone_train, alone_forward = _standalone_steps(model, args.batch)
-    path_tensor = tf.constant(path, tf.int32)
-    for _ in range(2):  # warm up both (and trace the stand-alone steps)
-      trainer.train_step(iterator, path), alone_train(images, labels), alone_forward(images)
-      trainer.evaluate(images, labels, path_tensor)
-    times = _round_times(
-        [lambda: trainer.train_step(iterator, path)[0], lambda: alone_train(images, labels),
-         lambda: trainer.evaluate(images, labels, path_tensor), lambda: alone_forward(images)],
-        repeats)
+    times = _paired_times(trainer, iterator, images, labels, space, path, repeats, warmup=2)
     # The ratio of each round's adjacent calls, then the median over rounds: the machine's speed
     # drifts between rounds, much less within one (the minimum of each column, the older estimator,
     # swung by +-10% between runs here).
@@ -174,16 +181,7 @@ def fixed_overhead(space, paths, repeats, resolution=16):
   forward, train = [], []
   for _ in range(paths):
     path = pool_lib.complete((), num_choices, rng)
-    model = model_lib.build_model(space.arch_from_indices(path), space, shape, 10)
-    alone_train, alone_forward = _standalone_steps(model, 1)
-    path_tensor = tf.constant(path, tf.int32)
-    for _ in range(3):
-      trainer.train_step(iterator, path), alone_train(images, labels), alone_forward(images)
-      trainer.evaluate(images, labels, path_tensor)
-    times = _round_times(
-        [lambda: trainer.train_step(iterator, path)[0], lambda: alone_train(images, labels),
-         lambda: trainer.evaluate(images, labels, path_tensor), lambda: alone_forward(images)],
-        repeats)
+    times = _paired_times(trainer, iterator, images, labels, space, path, repeats, warmup=3)
     train.append(float(np.median(times[:, 0] - times[:, 1])))
     forward.append(float(np.median(times[:, 2] - times[:, 3])))
   nodes = _graph_nodes(space, shape, path)
